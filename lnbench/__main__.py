@@ -1,0 +1,5 @@
+import sys
+
+from lnbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""The ``lnbench`` command line (CONTRACT.md). Exit codes: 0 ok, 1 judged failure or found
+regression, 2 bad usage or unreadable input (one line on stderr naming the argument or file)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage or unreadable input: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        self.exit(EXIT_USAGE, f"lnbench: error: {message}\n")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--impl", action="append", metavar="GLOB", help="implementation id or glob")
+    p.add_argument("--dtype", action="append", metavar="D", help="float64|float32|float16|bfloat16")
+    p.add_argument("--shape", action="append", metavar="MxN", help="e.g. 4096x1024")
+    p.add_argument("--dist", action="append", metavar="NAME", help="normal|offset|constant|outlier")
+    p.add_argument("--plugin", action="append", metavar="FILE.py", help="load a plugin file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="lnbench", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="implementations and their availability here")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plugin", action="append", metavar="FILE.py")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("check", help="judge implementations against the exact reference")
+    _filters(p)
+    p.add_argument("--grid", choices=["quick", "full", "anchors"], default="quick")
+    p.add_argument("--inputs", action="append", metavar="FILE.npz", help="a user case")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    try:
+        from lnbench.measure.cli import add_parsers as add_measure
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("lnbench"):
+            raise
+    else:
+        add_measure(sub, _filters)
+    try:
+        from lnbench.report.cli import add_parsers as add_report
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("lnbench"):
+            raise
+    else:
+        add_report(sub)
+    return ap
+
+
+def load_plugins(paths: Sequence[str] | None) -> None:
+    from lnbench.plugins import PluginError, load
+
+    for p in paths or []:
+        try:
+            load(p)
+        except PluginError as e:
+            raise UsageError(str(e)) from None
+
+
+def select_impls(patterns: Sequence[str] | None) -> list:
+    from lnbench.registry import resolve
+
+    try:
+        return resolve(patterns)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
+
+
+def select_cases(args: argparse.Namespace, grid: str) -> list:
+    """Cases from the grid narrowed by --shape/--dtype/--dist, plus --inputs files."""
+    from lnbench.grid import cases, load_inputs, parse_shape
+
+    try:
+        shapes = [parse_shape(s) for s in args.shape] if args.shape else None
+        cs = [] if getattr(args, "inputs", None) and not (args.shape or args.dtype or args.dist) \
+            else cases(grid, shapes=shapes, dtypes=args.dtype, dists=args.dist)
+        datas: list = list(cs)
+        for f in getattr(args, "inputs", None) or []:
+            datas.append(load_inputs(f))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return datas
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lnbench.registry import registry
+
+    load_plugins(args.plugin)
+    rows = [impl.describe() for impl in registry().values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="lnbench implementations")
+    for col in ("name", "kind", "array", "device", "dtypes", "affine", "saved", "available"):
+        t.add_column(col, no_wrap=col in ("name", "dtypes"))
+    for r in rows:
+        avail = "[green]yes[/]" if r["available"] else f"[yellow]no[/]: {r['reason']}"
+        t.add_row(r["name"], r["kind"], r["array"], r["device"], ",".join(r["dtypes"]),
+                  "yes" if r["affine"] else "no", r["saved"], avail)
+    Console().print(t)
+    return EXIT_OK
+
+
+def run_checks(impls: list, items: list, progress: bool = False) -> list:
+    """Judge every implementation on every case (a Case is materialised one at a time)."""
+    from lnbench.grid import Case, make_data
+    from lnbench.judge import check_impl
+
+    results = []
+    it: Any = items
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(items, desc="check", unit="case", leave=False, file=sys.stderr)
+    for item in it:
+        data = make_data(item) if isinstance(item, Case) else item
+        for impl in impls:
+            results.extend(check_impl(impl, data))
+    return results
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lnbench.judge import summarize
+
+    load_plugins(args.plugin)
+    impls = select_impls(args.impl)
+    items = select_cases(args, args.grid)
+    results = run_checks(impls, items, progress=not args.json and sys.stderr.isatty())
+    summary = summarize(results)
+    if args.json:
+        print(json.dumps({"results": [r.to_dict() for r in results], "summary": summary}))
+    else:
+        print_check(results, summary)
+    return EXIT_FAIL if summary["fail"] or summary["error"] else EXIT_OK
+
+
+def print_check(results: list, summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"lnbench check: {summary['total']} gradient checks")
+    for col in ("impl", "ok", "fail", "error", "skipped", "worst rel_err dx", "dγ", "dβ"):
+        t.add_column(col, justify="right" if col != "impl" else "left", no_wrap=True)
+    for name, d in summary["impls"].items():
+        w = d["worst_rel_err"]
+        t.add_row(name, str(d["ok"]), _red(d["fail"]), _red(d["error"]), str(d["skipped"]),
+                  *(f"{w[g]:.2e}" if g in w else "–" for g in ("dx", "dgamma", "dbeta")))
+    con.print(t)
+    bad = [r for r in results if r.status in ("fail", "error")]
+    for r in bad[:40]:
+        con.print(f"[red]{r.status.upper()}[/] {r.impl} {r.case} {r.grad}: {r.reason}",
+                  highlight=False)
+    if len(bad) > 40:
+        con.print(f"... and {len(bad) - 40} more (use --json for all)")
+    skipped = {r.impl: r.reason for r in results if r.status == "skipped"}
+    for name, why in skipped.items():
+        con.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
+    con.print(f"ok {summary['ok']}, fail {summary['fail']}, error {summary['error']}, "
+              f"skipped {summary['skipped']}", highlight=False)
+
+
+def _red(n: int) -> str:
+    return f"[red]{n}[/]" if n else "0"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as e:
+        print(f"lnbench: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

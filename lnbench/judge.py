@@ -1,0 +1,152 @@
+"""Judging an implementation's gradients against the exact reference.
+
+Per gradient: ``max_abs_err`` = max|got − ref| and ``rel_err`` = max|got − ref| / max|ref|
+(``max|ref|`` is the scale; where the reference is all zeros the absolute error is used).
+Tolerance (see README "Tolerances"):
+
+    tol = 4·u_out + u_acc·(8·κ + 4·sqrt(L))
+
+- ``u_out``: unit roundoff of the output dtype — one rounding of the result is unavoidable
+  (2**-24 float32, 2**-11 float16, 2**-8 bfloat16, 2**-53 float64);
+- ``u_acc``: unit roundoff of a sound accumulation dtype (float32 for 16-bit inputs);
+- ``κ = max |x|·rstd``: forming x − μ from a rounded μ loses u_acc·|μ|·rstd (the "offset"
+  case: κ ≈ 1e4); applies to dx and dγ, not to dβ = Σ dy;
+- ``L``: the reduction length (N for dx, M for dγ and dβ); random-walk growth sqrt(L).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from lnbench.arrays import to_numpy
+from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, dtype_name
+from lnbench.grid import CaseData
+from lnbench.registry import Impl, as_triple
+
+GRADS = ("dx", "dgamma", "dbeta")
+
+
+@dataclass
+class GradResult:
+    impl: str
+    case: str
+    M: int
+    N: int
+    dtype: str
+    dist: str
+    grad: str
+    max_abs_err: float | None
+    rel_err: float | None
+    tol: float | None
+    passed: bool
+    status: str  # ok | fail | skipped | error
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("max_abs_err", "rel_err", "tol"):  # JSON has no inf/NaN
+            v = d[k]
+            if v is not None and not math.isfinite(v):
+                d[k] = None if math.isnan(v) else (1e308 if v > 0 else -1e308)
+        return d
+
+
+def tolerance(data: CaseData, grad: str) -> float:
+    """The dtype- and conditioning-aware tolerance on ``rel_err`` (module docstring)."""
+    case = data.case
+    u_out = UNIT_ROUNDOFF[case.dtype]
+    u_acc = UNIT_ROUNDOFF[compute_dtype(case.dtype)]
+    L = case.N if grad == "dx" else case.M
+    kappa = data.kappa if grad != "dbeta" else 0.0
+    return 4 * u_out + u_acc * (8 * kappa + 4 * math.sqrt(L))
+
+
+def grads_for(impl: Impl) -> tuple[str, ...]:
+    """Gradients an implementation is judged on (no-affine: dx only, against γ = 1, β = 0)."""
+    return GRADS if impl.affine else ("dx",)
+
+
+def judge_grad(got: Any, ref: np.ndarray, grad: str, data: CaseData) -> tuple[str, str, dict]:
+    """(status, reason, numbers) for one gradient."""
+    case = data.case
+    nums: dict[str, float | None] = {"max_abs_err": None, "rel_err": None,
+                                     "tol": tolerance(data, grad)}
+    if got is None:
+        return "fail", f"{grad} is None (an affine implementation must return it)", nums
+    try:
+        arr = to_numpy(got)
+    except Exception as e:
+        return "fail", f"{grad}: cannot read result ({type(e).__name__}: {e})", nums
+    want = [(case.M, case.N)] if grad == "dx" else [(case.N,), (1, case.N)]
+    if tuple(arr.shape) not in want:
+        return "fail", f"{grad} shape {tuple(arr.shape)}, expected {' or '.join(map(str, want))}", nums
+    if dtype_name(arr.dtype) != case.dtype:
+        return "fail", f"{grad} dtype {dtype_name(arr.dtype)}, expected {case.dtype}", nums
+    a = arr.astype(np.float64).reshape(ref.shape)
+    diff = np.abs(a - ref)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_abs = float(np.max(diff)) if diff.size else 0.0
+    rel = max_abs / scale if scale > 0 else max_abs
+    nums.update(max_abs_err=max_abs, rel_err=rel)
+    n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    if n_nan or n_inf:
+        return "fail", f"{grad} has non-finite values ({n_nan} NaN, {n_inf} inf)", nums
+    if scale > 0 and not np.any(a):
+        return "fail", f"{grad} is all zeros (reference scale {scale:.3g})", nums
+    if rel > nums["tol"]:
+        return "fail", f"{grad} rel_err {rel:.3g} > tol {nums['tol']:.3g}", nums
+    return "ok", "", nums
+
+
+def _rows(impl: Impl, data: CaseData, status: str, reason: str,
+          per_grad: dict[str, tuple[str, str, dict]] | None = None) -> list[GradResult]:
+    c = data.case
+    out = []
+    for g in grads_for(impl):
+        st, why, nums = per_grad[g] if per_grad else (status, reason, {})
+        out.append(GradResult(impl.name, c.name, c.M, c.N, c.dtype, c.dist, g,
+                              nums.get("max_abs_err"), nums.get("rel_err"), nums.get("tol"),
+                              st == "ok", st, why))
+    return out
+
+
+def error_reason(e: BaseException) -> str:
+    """One line for an exception; out-of-memory errors say so first."""
+    msg = (str(e).strip().splitlines() or [""])[0][:300]
+    name = type(e).__name__
+    if isinstance(e, MemoryError) or "out of memory" in msg.lower() or "OutOfMemory" in name:
+        return f"out of memory: {name}: {msg}"
+    return f"{name}: {msg}"
+
+
+def check_impl(impl: Impl, data: CaseData) -> list[GradResult]:
+    """Judge ``impl`` on one case; unavailability is ``skipped``, an exception ``error``."""
+    why = impl.unavailable() or impl.unsupported(data.case)
+    if why:
+        return _rows(impl, data, "skipped", why)
+    try:
+        thunk = impl.make(data)
+        outs = as_triple(thunk())
+    except Exception as e:  # noqa: BLE001 - any failure of the implementation is a result
+        return _rows(impl, data, "error", error_reason(e))
+    ref = data.reference(impl.affine)
+    per = {g: judge_grad(outs[i], ref[i], g, data) for i, g in enumerate(GRADS)}
+    return _rows(impl, data, "", "", per)
+
+
+def summarize(results: list[GradResult]) -> dict[str, Any]:
+    """Counts per status overall and per implementation, and the worst rel_err per impl/grad."""
+    counts = {s: 0 for s in ("ok", "fail", "error", "skipped")}
+    per_impl: dict[str, dict[str, Any]] = {}
+    for r in results:
+        counts[r.status] += 1
+        d = per_impl.setdefault(r.impl, {s: 0 for s in counts} | {"worst_rel_err": {}})
+        d[r.status] += 1
+        if r.rel_err is not None:
+            w = d["worst_rel_err"]
+            w[r.grad] = max(w.get(r.grad, 0.0), r.rel_err)
+    return {"total": len(results), **counts, "impls": per_impl}
