@@ -335,11 +335,13 @@ def _assemble(
 
     fdf = pd.DataFrame(files)
     commit_rank = _commit_order(fdf)
-    frame: dict[str, Any] = {}
-    for key in ("machine", "commit", "env"):
-        frame[key] = pd.Categorical(fdf[key].to_numpy(dtype=object)[file_of_row])
+    def per_file(key: str) -> pd.Categorical:
+        return pd.Categorical(fdf[key].to_numpy(dtype=object)[file_of_row])
+
+    frame: dict[str, Any] = {"machine": per_file("machine"), "commit": per_file("commit")}
     frame["commit_order"] = commit_rank[file_of_row]
     frame["date"] = pd.to_datetime(fdf["date"].to_numpy()[file_of_row], unit="ms", utc=True)
+    frame["env"] = per_file("env")
     bench_arr = np.asarray(cols.chunk_bench, dtype=object)
     benches = bench_arr[chunk_of_row]
     frame["benchmark"] = pd.Categorical(benches)
@@ -374,7 +376,7 @@ def _assemble(
         for b, v in zip(cols.chunk_bench, cols.chunk_version, strict=True)
     ]
     frame["version_ok"] = np.asarray(version_ok, dtype=bool)[chunk_of_row]
-    frame["file"] = pd.Categorical(fdf["file"].to_numpy(dtype=object)[file_of_row])
+    frame["file"] = per_file("file")
     return pd.DataFrame(frame)
 
 

@@ -1,0 +1,162 @@
+"""The logic behind the asv suite in benchmarks/ (which stays a thin list of metrics).
+
+Parameters come from lnbench's one grid (``LNBENCH_GRID`` = quick | full | anchors) and registry
+(plus ``LNBENCH_PLUGINS``). Unavailable implementations stay in the parameters (so machines share
+one benchmark layout) and are skipped in ``setup`` with NotImplementedError(reason), which asv
+records as skipped — never as a number.
+
+``Metrics.setup_cache`` measures every point once with ``lnbench.measure.run`` (the code behind
+``lnbench run``) and each ``track_*`` reads its number; asv's own ``time_``/``peakmem_`` time
+the same thunk with asv's timer (CUDA calls are synchronised so the host timer is valid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from lnbench.grid import DISTS, GRIDS, Case, grid_name, make_data, parse_shape, shape_str
+
+
+def _key(*parts: str) -> str:
+    return "|".join(parts)
+
+
+@cache
+def _load_plugins() -> tuple[str, ...]:
+    from lnbench.plugins import load_env
+
+    return tuple(load_env())
+
+
+def impl_names() -> list[str]:
+    from lnbench.registry import registry
+
+    _load_plugins()
+    only = os.environ.get("LNBENCH_IMPLS")  # optional comma-separated globs, e.g. for CI
+    impls = list(registry().values())
+    if only:
+        import fnmatch
+
+        pats = [p.strip() for p in only.split(",") if p.strip()]
+        impls = [i for i in impls if any(fnmatch.fnmatchcase(i.name, p) for p in pats)]
+    return [i.name for i in impls]
+
+
+def shapes() -> list[str]:
+    return [shape_str(M, N) for M, N in GRIDS[grid_name()]]
+
+
+def dtypes() -> list[str]:
+    from lnbench.dtypes import DTYPES
+
+    only = os.environ.get("LNBENCH_DTYPES")
+    return [d for d in DTYPES if not only or d in only.split(",")]
+
+
+def backward_params() -> list[list[str]]:
+    return [impl_names(), shapes(), dtypes()]
+
+
+def accuracy_params() -> list[list[str]]:
+    return [impl_names(), shapes(), dtypes(), list(DISTS)]
+
+
+class Point:
+    """One (impl, shape, dtype[, dist]) point with its prepared thunk, for asv's own timers."""
+
+    def __init__(self, impl: str, shape: str, dtype: str, dist: str = "normal") -> None:
+        from lnbench.registry import get
+
+        _load_plugins()
+        self.impl = get(impl)
+        M, N = parse_shape(shape)
+        case = Case(M, N, dtype, dist)
+        why = self.impl.unavailable() or self.impl.unsupported(case)
+        if why:
+            raise NotImplementedError(why)
+        self.thunk = self.impl.make(make_data(case))
+        self.call()  # warm-up outside asv's timing (first-touch, lazy init)
+
+    def call(self) -> Any:
+        from lnbench.measure.timing import call_synchronized
+
+        return call_synchronized(self.thunk, self.impl.device)
+
+
+def measure_all() -> dict[str, dict[str, Any]]:
+    """Measure every Backward point once (lnbench.measure.run) and write the machine facts."""
+    from lnbench.measure.run import measure
+    from lnbench.registry import get
+
+    _load_plugins()
+    _write_facts()
+    out: dict[str, dict[str, Any]] = {}
+    names, shs, dts = backward_params()
+    for sh in shs:
+        M, N = parse_shape(sh)
+        for dt in dts:
+            data = make_data(Case(M, N, dt))
+            for name in names:
+                out[_key(name, sh, dt)] = measure(get(name), data).to_dict()
+    return out
+
+
+def check_all() -> dict[str, dict[str, Any]]:
+    """rel_err of dx, dγ, dβ for every Accuracy point (lnbench.judge)."""
+    from lnbench.judge import check_impl
+    from lnbench.registry import get
+
+    _load_plugins()
+    out: dict[str, dict[str, Any]] = {}
+    names, shs, dts, dists = accuracy_params()
+    for sh in shs:
+        M, N = parse_shape(sh)
+        for dt in dts:
+            for di in dists:
+                data = make_data(Case(M, N, dt, di))
+                for name in names:
+                    rows = check_impl(get(name), data)
+                    out[_key(name, sh, dt, di)] = {
+                        "status": rows[0].status if rows[0].status == "skipped" else "ok",
+                        "reason": rows[0].reason,
+                        **{f"rel_err_{r.grad}": r.rel_err for r in rows},
+                        "error": next((r.reason for r in rows if r.status == "error"), ""),
+                    }
+    return out
+
+
+def lookup(cache_: dict[str, dict[str, Any]], *params: str) -> dict[str, Any]:
+    """The stored record for a point; NotImplementedError(reason) when it has no number."""
+    rec = cache_.get(_key(*params))
+    if rec is None:
+        raise NotImplementedError(f"no measurement for {params}")
+    if rec.get("status") == "skipped":
+        raise NotImplementedError(rec.get("reason") or "skipped")
+    if rec.get("status") == "error" or rec.get("error"):
+        raise RuntimeError(rec.get("reason") or rec.get("error"))
+    return rec
+
+
+def value(rec: dict[str, Any], key: str) -> float:
+    v = rec.get(key)
+    if v is None:
+        return float("nan")  # asv stores NaN as a failed value, never a made-up number
+    return float(v)
+
+
+def _write_facts() -> None:
+    """Store machine facts beside asv's results (ASV_CONF_DIR is set by asv)."""
+    conf = os.environ.get("ASV_CONF_DIR")
+    if not conf:
+        return
+    from lnbench.measure.machine import write_facts
+
+    try:
+        cfg = json.loads((Path(conf) / "asv.conf.json").read_text())
+        write_facts(Path(conf) / cfg.get("results_dir", "results"))
+    except (OSError, ValueError):
+        pass

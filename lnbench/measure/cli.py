@@ -1,0 +1,112 @@
+"""``lnbench run``: runtime, memory, GB/s, % of copy bandwidth and error over the grid."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(sub: Any, filters: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("run", help="measure runtime, memory, bandwidth and error")
+    p.add_argument("--quick", action="store_true", help="the quick grid (default: full)")
+    p.add_argument("--grid", choices=["quick", "full", "anchors"], help="grid by name")
+    filters(p)
+    p.add_argument("--out", metavar="FILE.json|FILE.csv", help="write the records")
+    p.add_argument("--repeat", type=int, default=7, help="timing samples per point (default 7)")
+    p.add_argument("--max-time", type=float, default=2.0, help="seconds per point at most")
+    p.add_argument("--no-memory", action="store_true", help="skip the workspace measurement")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lnbench.cli import EXIT_FAIL, EXIT_OK, UsageError, load_plugins, select_cases, select_impls
+    from lnbench.measure.machine import facts
+    from lnbench.measure.run import run
+
+    if args.out and not args.out.endswith((".json", ".csv")):
+        raise UsageError(f"--out {args.out}: must end in .json or .csv")
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: must be at least 1")
+    load_plugins(args.plugin)
+    impls = select_impls(args.impl)
+    grid = args.grid or ("quick" if args.quick else "full")
+    if not args.dist:
+        args.dist = ["normal"]  # timing: one distribution unless asked; `check` judges all
+    items = select_cases(args, grid)
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items) * len(impls), desc="run", unit="pt", file=sys.stderr)
+    records = run(impls, items, repeat=args.repeat, max_time=args.max_time,
+                  memory=not args.no_memory, on_record=(lambda r: bar.update(1)) if bar else None)
+    if bar:
+        bar.close()
+    rows = [r.to_dict() for r in records]
+    if args.out:
+        try:
+            write_records(args.out, rows, facts())
+        except OSError as e:
+            raise UsageError(f"--out {args.out}: cannot write ({e.strerror})") from None
+    print_run(rows)
+    return EXIT_FAIL if any(r["status"] in ("fail", "error") for r in rows) else EXIT_OK
+
+
+def write_records(path: str, rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
+    p = Path(path)
+    if p.suffix == ".csv":
+        cols = [k for k in rows[0] if k != "extra"] if rows else []
+        with p.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        p.write_text(json.dumps({"machine": machine, "records": rows}, indent=1) + "\n")
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def print_run(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title="lnbench run (median per call; GB/s from 3·M·N·elt + 8·M + 3·N·elt bytes)")
+    cols = ("impl", "case", "time", "GB/s", "% copy", "workspace", "rel_err dx", "dγ", "dβ",
+            "status")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("impl", "case", "status") else "right",
+                     no_wrap=c in ("impl", "case"))
+    skipped: dict[str, str] = {}
+    for r in rows:
+        if r["status"] == "skipped":
+            skipped.setdefault(r["impl"], r["reason"])
+            continue
+        s = r["seconds"]
+        t.add_row(
+            r["impl"], r["case"],
+            "–" if s is None else (f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"),
+            _fmt(r["gbps"], ".2f"), _fmt(r["pct_copy"], ".0f"),
+            "–" if r["workspace_bytes"] is None else _bytes(r["workspace_bytes"]),
+            _fmt(r["rel_err_dx"], ".1e"), _fmt(r["rel_err_dgamma"], ".1e"),
+            _fmt(r["rel_err_dbeta"], ".1e"),
+            r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]: {r['reason'][:60]}",
+        )
+    con.print(t)
+    for name, why in skipped.items():
+        con.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

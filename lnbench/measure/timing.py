@@ -1,0 +1,88 @@
+"""Runtime of a backward thunk.
+
+CPU: ``time.perf_counter`` around ``number`` back-to-back calls, ``number`` chosen (like
+``timeit.Timer.autorange``) so a sample lasts at least ``min_sample`` seconds; samples are
+per-call seconds. CUDA: CUDA events with the L2 cache flushed before each call
+(``lnbench.measure.cuda.time_cuda``), because a host timer without synchronisation measures
+only the launch. The caller takes the median (robust to the occasional preempted sample).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lnbench.arrays import synchronize
+
+
+@dataclass
+class Timing:
+    samples: list[float]  # seconds per call
+    number: int  # calls per sample (CPU); 1 on CUDA
+    method: str  # "perf_counter" | "cuda-events+l2-flush"
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def q25(self) -> float:
+        return _quantile(self.samples, 0.25)
+
+    @property
+    def q75(self) -> float:
+        return _quantile(self.samples, 0.75)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    if len(xs) < 2:
+        return xs[0]
+    return statistics.quantiles(xs, n=4, method="inclusive")[round(q * 4) - 1]
+
+
+def time_cpu(
+    thunk: Callable[[], Any],
+    *,
+    repeat: int = 7,
+    min_sample: float = 0.01,
+    max_time: float = 2.0,
+) -> Timing:
+    """Per-call seconds of ``thunk`` on the CPU: ``repeat`` samples, each ≥ ``min_sample`` long,
+    stopping early (but with at least 3 samples) once ``max_time`` seconds are spent."""
+    thunk()  # warm-up (caches, lazy initialisation, page faults of first-touch outputs)
+    t0 = time.perf_counter()
+    thunk()
+    one = max(time.perf_counter() - t0, 1e-9)
+    number = max(1, math.ceil(min_sample / one))
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeat:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            thunk()
+        samples.append((time.perf_counter() - t0) / number)
+        if len(samples) >= 3 and time.perf_counter() - start > max_time:
+            break
+    return Timing(samples, number, "perf_counter")
+
+
+def time_thunk(thunk: Callable[[], Any], device: str, *, repeat: int = 7,
+               max_time: float = 2.0) -> Timing:
+    """Time on the implementation's device (CUDA events on ``cuda``)."""
+    if device == "cuda":
+        from lnbench.measure.cuda import time_cuda
+
+        samples = time_cuda(thunk, rep=max(repeat, 10))
+        return Timing(list(samples), 1, "cuda-events+l2-flush")
+    return time_cpu(thunk, repeat=repeat, max_time=max_time)
+
+
+def call_synchronized(thunk: Callable[[], Any], device: str) -> Any:
+    """One call that returns only when the device has finished (for host-timer benchmarks)."""
+    out = thunk()
+    synchronize(device)
+    return out

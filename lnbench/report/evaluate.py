@@ -1,0 +1,175 @@
+"""How well regression detection works, measured on generated histories with injected steps.
+
+For each noise model and step size, ``n_series`` histories of ``n_commits`` commits are drawn
+(``lnbench.report.synthetic.noisy_history``: log-normal noise, optional outliers), with a
+persistent slowdown of ``step`` from commit ``step_at`` on (none for the flat histories).
+Each detector sees the same matrix.
+
+- **recall**: share of step histories with a regression reported within ``tolerance``
+  commits of the true step.
+- **false alarms per series**: regressions reported anywhere else (on flat histories, and
+  separately the extra ones on step histories), per history.
+- **latency** ("commits until caught"): the detector is re-run on every prefix that ends
+  1, 2, … ``max_latency`` commits after the step; the latency is the number of commits at the
+  new level (the step commit counts as 1) in the shortest prefix where the step is reported.
+
+Detectors: ``lnbench`` (``lnbench.report.detect``; counts every reported regression, open
+or resolved) and ``asv`` (``asv.step_detect.detect_steps`` followed by
+``detect_regressions(steps, threshold=0.05)``, the defaults ``asv publish`` uses to write
+``regressions.json``; unweighted, as for benchmarks without stored confidence intervals).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lnbench.report.detect import SPEED, DetectConfig, detect_matrix
+from lnbench.report.synthetic import noisy_history
+
+#: A detector maps a (series × commits) matrix (lower is better) to (series, position) pairs,
+#: one per reported regression; the position is the first commit at the new level.
+Detector = Callable[[np.ndarray], list[tuple[int, int]]]
+
+
+def lnbench_detector(cfg: DetectConfig = SPEED, open_only: bool = False) -> Detector:
+    """``lnbench.report.detect.detect_matrix`` with ``cfg``, regressions only.
+
+    ``open_only`` keeps only regressions still present at the last commit (what
+    ``lnbench report regressions`` lists by default, and what asv's regressions page shows).
+    """
+
+    def run(y: np.ndarray) -> list[tuple[int, int]]:
+        lengths = np.full(y.shape[0], y.shape[1])
+        higher = np.zeros(y.shape[0], dtype=bool)
+        return [(c.series, c.pos) for c in detect_matrix(y, lengths, higher, cfg)
+                if c.kind == "regression" and (c.open or not open_only)]
+
+    return run
+
+
+def asv_detector(threshold: float = 0.05) -> Detector:
+    """asv's own: ``detect_steps`` then ``detect_regressions`` (asv publish defaults)."""
+    from asv.step_detect import detect_regressions, detect_steps
+
+    def run(y: np.ndarray) -> list[tuple[int, int]]:
+        out = []
+        for s, row in enumerate(y):
+            steps = detect_steps(row.tolist())
+            _, _, jumps = detect_regressions(steps, threshold)
+            for _before, after, *_ in jumps or []:
+                out.append((s, int(after)))
+        return out
+
+    return run
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation grid; the defaults are the ones quoted in docs/reports.md."""
+
+    n_series: int = 200
+    n_commits: int = 60
+    step_at: int = 40
+    noise: float = 0.03
+    outlier_rate: float = 0.0
+    steps: Sequence[float] = (0.05, 0.10, 0.20, 0.50)
+    tolerance: int = 2
+    max_latency: int = 8
+    seed: int = 0
+
+
+def _score(hits: list[tuple[int, int]], n: int, step_at: int | None, tol: int) -> tuple[set, int]:
+    caught = set()
+    extra = 0
+    for s, pos in hits:
+        if step_at is not None and abs(pos - step_at) <= tol:
+            caught.add(s)
+        else:
+            extra += 1
+    return caught, extra
+
+
+def evaluate(
+    spec: EvalSpec = EvalSpec(),
+    detectors: dict[str, Detector] | None = None,
+    latency: bool = True,
+) -> pd.DataFrame:
+    """Recall, false alarms and latency of each detector on the same generated histories.
+
+    Returns one row per (detector, step): ``detector, noise, outlier_rate, step, recall,
+    false_alarms_per_series`` (on flat histories for ``step == 0``, else the extra reports on
+    step histories), ``latency_median, latency_p90`` (commits until caught, among histories
+    caught within ``max_latency``), ``caught_within_max`` and ``seconds`` (detector time).
+    """
+    if detectors is None:
+        detectors = {"lnbench (all)": lnbench_detector(),
+                     "lnbench (open)": lnbench_detector(open_only=True), "asv": asv_detector()}
+    rng = np.random.default_rng(spec.seed)
+    histories = {0.0: noisy_history(rng, spec.n_series, spec.n_commits, noise=spec.noise,
+                                    outlier_rate=spec.outlier_rate)}
+    for step in spec.steps:
+        histories[step] = noisy_history(
+            rng, spec.n_series, spec.n_commits, noise=spec.noise,
+            outlier_rate=spec.outlier_rate, step=step, step_at=spec.step_at,
+        )
+    rows = []
+    for name, det in detectors.items():
+        for step, y in histories.items():
+            t0 = time.perf_counter()
+            hits = det(y)
+            seconds = time.perf_counter() - t0
+            caught, extra = _score(hits, spec.n_series, spec.step_at if step else None,
+                                   spec.tolerance)
+            row = {
+                "detector": name, "noise": spec.noise, "outlier_rate": spec.outlier_rate,
+                "step": step, "recall": len(caught) / spec.n_series if step else np.nan,
+                "false_alarms_per_series": extra / spec.n_series,
+                "latency_median": np.nan, "latency_p90": np.nan, "caught_within_max": np.nan,
+                "seconds": seconds,
+            }
+            if step and latency:
+                row.update(_latency(det, y, spec))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _latency(det: Detector, y: np.ndarray, spec: EvalSpec) -> dict[str, float]:
+    first = np.full(y.shape[0], np.nan)
+    for k in range(1, spec.max_latency + 1):
+        todo = np.flatnonzero(np.isnan(first))
+        if not len(todo):
+            break
+        sub = y[todo, : spec.step_at + k]
+        caught, _ = _score(det(sub), len(todo), spec.step_at, spec.tolerance)
+        first[todo[sorted(caught)]] = k
+    got = first[~np.isnan(first)]
+    return {
+        "latency_median": float(np.median(got)) if len(got) else np.nan,
+        "latency_p90": float(np.percentile(got, 90)) if len(got) else np.nan,
+        "caught_within_max": len(got) / y.shape[0],
+    }
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """The evaluation as a markdown table (one row per detector and step)."""
+    show = df.copy()
+    show["step"] = [f"{s:.0%}" if s else "flat" for s in show["step"]]
+    show["recall"] = [f"{r:.2f}" if r == r else "–" for r in show["recall"]]
+    show["false_alarms_per_series"] = [f"{v:.3f}" for v in show["false_alarms_per_series"]]
+    for col in ("latency_median", "latency_p90"):
+        show[col] = [f"{v:g}" if v == v else "–" for v in show[col]]
+    show["caught_within_max"] = [f"{v:.2f}" if v == v else "–" for v in show["caught_within_max"]]
+    show["seconds"] = [f"{v:.2f}" for v in show["seconds"]]
+    cols = ["detector", "step", "recall", "false_alarms_per_series", "latency_median",
+            "latency_p90", "caught_within_max", "seconds"]
+    header = ["detector", "step", "recall", "false alarms / series", "commits to catch (median)",
+              "(p90)", "caught ≤ max", "seconds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in show[cols].iterrows():
+        lines.append("| " + " | ".join(str(v) for v in r) + " |")
+    return "\n".join(lines)
