@@ -58,7 +58,8 @@ def to_array(a: np.ndarray, array: str, device: str = "cpu") -> Any:
         import torch
 
         if a.dtype == ml_dtypes.bfloat16:
-            t = torch.from_numpy(np.ascontiguousarray(a).view(np.uint16).copy()).view(torch.bfloat16)
+            bits = np.ascontiguousarray(a).view(np.uint16).copy()
+            t = torch.from_numpy(bits).view(torch.bfloat16)
         else:
             t = torch.from_numpy(np.array(a, copy=True))
         return t.to(device) if device != "cpu" else t
@@ -72,7 +73,7 @@ def to_array(a: np.ndarray, array: str, device: str = "cpu") -> Any:
 
 
 def to_numpy(a: Any) -> np.ndarray | None:
-    """Bring any result array back to NumPy (bfloat16 as ``ml_dtypes.bfloat16``); None stays None."""
+    """Any result array as NumPy (bfloat16 as ``ml_dtypes.bfloat16``); None stays None."""
     if a is None or isinstance(a, np.ndarray):
         return a
     mod = type(a).__module__

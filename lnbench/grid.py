@@ -78,7 +78,7 @@ class Case:
 
     @property
     def nbytes_min(self) -> int:
-        """Bytes a backward must move at least (ANCHORS.md): x, dy read, dx written; stats; γ, dγ, dβ."""
+        """Bytes a backward moves at least (ANCHORS.md): x, dy, dx; stats; γ, dγ, dβ."""
         elt = np_dtype(self.dtype).itemsize
         return 3 * self.M * self.N * elt + 8 * self.M + 3 * self.N * elt
 
@@ -150,13 +150,25 @@ class CaseData:
     def eps(self) -> float:
         return self.case.eps
 
-    @functools.cache  # noqa: B019 - one CaseData per case, cached for its lifetime on purpose
     def reference(self, affine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exact-ish (extended precision) dx, dγ, dβ; with ``affine=False`` γ = 1, β = 0."""
-        from lnbench.reference import reference_backward
+        """Extended-precision dx, dγ, dβ (float64); with ``affine=False`` γ = 1, β = 0.
 
-        gamma = self.gamma if affine else np.ones_like(self.gamma)
-        return reference_backward(self.dy, self.x, gamma, self.case.eps)
+        Cached on the instance, so it is freed together with the CaseData."""
+        return self._ref(affine)[0]
+
+    def term_scales(self, affine: bool = True) -> tuple[float, float, float]:
+        """Scale of the terms each gradient sums (see ``reference.term_scales``)."""
+        return self._ref(affine)[1]
+
+    def _ref(self, affine: bool) -> tuple[tuple, tuple]:
+        cache = self.__dict__.setdefault("_ref_cache", {})
+        if affine not in cache:
+            from lnbench.reference import reference_backward, term_scales
+
+            gamma = self.gamma if affine else np.ones_like(self.gamma)
+            cache[affine] = (reference_backward(self.dy, self.x, gamma, self.case.eps),
+                             term_scales(self.dy, self.x, gamma, self.case.eps))
+        return cache[affine]
 
     def gamma_for(self, affine: bool) -> np.ndarray:
         return self.gamma if affine else np.ones_like(self.gamma)
@@ -184,20 +196,29 @@ def load_inputs(path: str) -> CaseData:
 
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except Exception as e:  # OSError, BadZipFile, pickled objects, truncated files, ...
         raise ValueError(f"--inputs {path}: cannot read ({type(e).__name__}: {e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"--inputs {path}: not an .npz archive (np.load gave {type(z).__name__})")
     with z:
         missing = [k for k in ("x", "dy", "gamma") if k not in z.files]
         if missing:
-            raise ValueError(f"--inputs {path}: missing key(s) {', '.join(missing)} (has {z.files})")
-        x, dy, gamma = z["x"], z["dy"], z["gamma"]
-        beta = z["beta"] if "beta" in z.files else np.zeros_like(gamma)
-        eps = float(z["eps"]) if "eps" in z.files else EPS
+            raise ValueError(
+                f"--inputs {path}: missing key(s) {', '.join(missing)} (has {z.files})"
+            )
+        try:
+            x, dy, gamma = z["x"], z["dy"], z["gamma"]
+            beta = z["beta"] if "beta" in z.files else np.zeros_like(gamma)
+            eps = float(z["eps"]) if "eps" in z.files else EPS
+        except Exception as e:
+            raise ValueError(f"--inputs {path}: cannot read ({type(e).__name__}: {e})") from None
     if x.dtype.kind == "V" and x.dtype.itemsize == 2:  # bfloat16 saved by ml_dtypes loads as |V2
         x, dy, gamma, beta = (a.view(np_dtype("bfloat16")) for a in (x, dy, gamma, beta))
     if x.ndim != 2:
         raise ValueError(f"--inputs {path}: x must be 2-D (M, N), got shape {x.shape}")
     M, N = x.shape
+    if M < 1 or N < 1:
+        raise ValueError(f"--inputs {path}: x is empty, shape {x.shape}")
     if dy.shape != x.shape or gamma.shape != (N,) or beta.shape != (N,):
         raise ValueError(
             f"--inputs {path}: shapes x{x.shape} dy{dy.shape} gamma{gamma.shape} beta{beta.shape}"

@@ -41,3 +41,25 @@ def reference_backward(
     dgamma = (dye * xhat).sum(axis=0)
     dbeta = dye.sum(axis=0)
     return dx.astype(np.float64), dgamma.astype(np.float64), dbeta.astype(np.float64)
+
+
+def term_scales(
+    dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float
+) -> tuple[float, float, float]:
+    """Scale of the terms each gradient is a sum of: max over outputs of Σ|term|.
+
+    dx: r·(|g| + |mean(g)| + |x̂·mean(g·x̂)|); dγ: Σ_rows |dy·x̂|; dβ: Σ_rows |dy|. The ratio of
+    this to max|result| is the condition number of the summation (Higham, *Accuracy and
+    Stability of Numerical Algorithms*, §4.2): where the result cancels, a correctly rounded
+    sum of rounded terms still has a relative error that much larger.
+    """
+    mean, rstd = forward_stats(x, eps)
+    xe = np.asarray(x).astype(np.float64).astype(EXT)
+    dye = np.asarray(dy).astype(np.float64).astype(EXT)
+    g = dye * np.asarray(gamma).astype(np.float64).astype(EXT)
+    xhat = (xe - mean) * rstd
+    t_dx = rstd * (np.abs(g) + np.abs(g.mean(axis=1, keepdims=True))
+                   + np.abs(xhat * (g * xhat).mean(axis=1, keepdims=True)))
+    t_dg = np.abs(dye * xhat).sum(axis=0)
+    t_db = np.abs(dye).sum(axis=0)
+    return tuple(float(np.max(t)) if t.size else 0.0 for t in (t_dx, t_dg, t_db))

@@ -16,8 +16,9 @@ def clean_registry():
     Built-ins are loaded first so they stay; plugin modules imported during the test are dropped
     from ``sys.modules`` so a later load of the same file registers again.
     """
-    from lnbench import registry as reg
+    import importlib
 
+    reg = importlib.import_module("lnbench.registry")  # `lnbench.registry` is also a function
     reg.registry()
     saved = dict(reg._REGISTRY)
     mods = {m for m in sys.modules if m.startswith("lnbench_plugin_")}

@@ -8,12 +8,17 @@
 
 from __future__ import annotations
 
+import math
+
 import mpmath
 import numpy as np
 import pytest
 import torch
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 
-from lnbench.grid import Case, make_data
+from lnbench.dtypes import DTYPES
+from lnbench.grid import DISTS, Case, make_data
 from lnbench.reference import EXT, forward_stats, reference_backward
 
 U64 = 2.0**-53
@@ -21,7 +26,7 @@ EXT_EPS = float(np.finfo(EXT).eps)  # 2**-63 on x86-64 (80-bit long double)
 
 
 def rel(got, want, floor: float = 0.0) -> float:
-    """max|got − want| / max(max|want|, floor) (``floor``: the scale below which error is absolute)."""
+    """max|got − want| / max(max|want|, floor); below ``floor`` the error is judged absolutely."""
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     scale = max(float(np.max(np.abs(want))), floor)
     return float(np.max(np.abs(got - want))) / (scale if scale > 0 else 1.0)
@@ -251,3 +256,35 @@ def test_grid_reference_uses_the_case_inputs():
         np.testing.assert_array_equal(g, w)
     dx1 = d.reference(False)[0]
     np.testing.assert_array_equal(dx1, reference_backward(d.dy, d.x, np.ones(16), d.eps)[0])
+
+
+# ------------------------------------------------------------------ properties
+
+PROP = settings(max_examples=40, deadline=None, database=None,
+                phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink])
+
+
+@PROP
+@given(M=st.integers(1, 40), N=st.integers(1, 300), dtype=st.sampled_from(DTYPES),
+       dist=st.sampled_from(DISTS))
+def test_property_dx_rows_sum_to_zero_without_affine(M, N, dtype, dist):
+    """γ = 1: Σ_j dx_ij = r·(Σg − N·mean(g) − Σx̂·mean(g·x̂)) = 0 exactly (Σ_j x̂_ij = 0).
+
+    Judged against the size of the terms that cancel, r·Σ_j(|g| + |mean g| + |x̂|·|mean g·x̂|):
+    one float64 rounding per entry plus long-double noise inside.
+    """
+    data = make_data(Case(M, N, dtype, dist))
+    dx, _, _ = reference_backward(data.dy, data.x, np.ones(N), data.eps)
+    x, g = data.x.astype(np.float64), data.dy.astype(np.float64)
+    mu = x.mean(axis=1, keepdims=True)
+    r = 1 / np.sqrt(((x - mu) ** 2).mean(axis=1, keepdims=True) + data.eps)
+    xhat = (x - mu) * r
+    c = np.abs((g * xhat).mean(axis=1, keepdims=True))
+    terms = r * (np.abs(g) + np.abs(g.mean(axis=1, keepdims=True)) + np.abs(xhat) * c)
+    for i in range(M):
+        assert abs(math.fsum(dx[i])) <= 8 * U64 * math.fsum(terms[i]) + 1e-300
+    # and the check can fail: dropping the mean(g) term leaves Σ_j dx_ij = r·Σ_j g_ij
+    wrong = dx + r * g.mean(axis=1, keepdims=True)
+    sums = np.array([abs(math.fsum(row)) for row in wrong])
+    big = np.abs(g.sum(axis=1)) * r[:, 0] > 1e-6 * terms.sum(axis=1)
+    assert np.all(sums[big] > 8 * U64 * terms.sum(axis=1)[big])

@@ -92,7 +92,7 @@ def measure(
         if not impl.affine and g != "dx":
             errs[g] = None
             continue
-        st, why, nums = judge_grad(outs[i], ref[i], g, data)
+        st, why, nums = judge_grad(outs[i], ref[i], g, data, impl.affine)
         errs[g] = nums["rel_err"]
         if st != "ok":
             status = "fail"

@@ -1,0 +1,122 @@
+"""triton.fused without a GPU: its kernels run under Triton's interpreter (``TRITON_INTERPRET=1``)
+on CPU tensors and are judged against the exact reference like any implementation; and they
+compile for sm_90 (Triton's own ptxas, no device needed) without register spills on the anchor
+grid. Skips with the reason when triton is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+
+import pytest
+
+from lnbench.dtypes import DTYPES
+from lnbench.grid import ANCHOR_SHAPES, DISTS, FULL_SHAPES, Case, make_data
+from lnbench.impls import triton_fused
+from lnbench.judge import GRADS, judge_grad
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                reason="triton is not installed (pip install triton)")
+
+# short rows many per tile, odd N (masks), several programs (stage 2), one wide row (chunked path)
+SHAPES = [(2, 4), (37, 768), (64, 1023), (300, 24), (3, 16400)]
+
+
+@pytest.fixture
+def interpret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _run(case: Case):
+    from lnbench.arrays import to_array
+
+    data = make_data(case)
+    x, dy, g, mean, rstd = (to_array(a, "torch") for a in
+                            (data.x, data.dy, data.gamma, data.mean, data.rstd))
+    return data, triton_fused.fused_backward(dy, x, g, mean, rstd)
+
+
+@pytest.mark.parametrize("M,N", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_interpreted_kernels_match_reference(interpret, M: int, N: int, dtype: str) -> None:
+    for dist in DISTS:
+        data, outs = _run(Case(M, N, dtype, dist))
+        ref = data.reference()
+        for got, r, grad in zip(outs, ref, GRADS, strict=True):
+            status, why, _ = judge_grad(got, r, grad, data)
+            assert status == "ok", f"{M}x{N} {dtype} {dist} {grad}: {why}"
+
+
+def test_interpreted_plan_uses_several_programs_and_the_wide_path() -> None:
+    assert triton_fused.plan(300, 24, "float32", triton_fused.CPU_SMS).programs > 1
+    assert triton_fused.plan(3, 16400, "float32", triton_fused.CPU_SMS).wide
+
+
+def test_interpreted_results_repeat_bit_for_bit(interpret) -> None:
+    a = _run(Case(300, 24, "bfloat16", "normal"))[1]
+    b = _run(Case(300, 24, "bfloat16", "normal"))[1]
+    for u, v in zip(a, b, strict=True):
+        assert u.dtype == v.dtype and u.view(-1).tolist() == v.view(-1).tolist()
+
+
+@pytest.mark.parametrize("M,N", [*FULL_SHAPES, *ANCHOR_SHAPES, (9, 20000)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_plan_covers_every_row(M: int, N: int, dtype: str) -> None:
+    for sms in (1, 2, 132):
+        p = triton_fused.plan(M, N, dtype, sms)
+        assert p.programs * p.rows_per_program >= M > (p.programs - 1) * p.rows_per_program
+        assert p.rows_per_program % p.block_m == 0
+        assert p.wide or p.block_n >= N
+        assert 4 <= p.num_warps <= 16
+
+
+# Compiled in a fresh process: after Triton's interpreter has run in a process, compiling a
+# @triton.jit kernel there fails (triton 3.9: "'block_argument' object has no attribute 'dtype'").
+AOT_SCRIPT = """
+import json, os, subprocess, sys, tempfile
+import triton
+from lnbench.impls import triton_fused
+exe = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+out = []
+for M, N, dtype in json.loads(sys.argv[1]):
+    p = triton_fused.plan(M, N, dtype, 132)  # an H100 SXM has 132 SMs
+    for name, c in triton_fused.aot_compile(p, arch=90).items():
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(c.asm["cubin"])
+            f.flush()
+            dump = subprocess.run([exe, "--dump-resource-usage", f.name], capture_output=True,
+                                  text=True, timeout=60, check=True).stdout
+        fields = dict(tok.split(":", 1) for line in dump.splitlines() if "REG:" in line
+                      for tok in line.split() if ":" in tok)
+        out.append({"case": [M, N, dtype], "kernel": name, "regs": int(fields["REG"]),
+                    "local": int(fields["LOCAL"]), "warps": c.metadata.num_warps})
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def sm90_usage() -> list[dict]:
+    import json
+    import sys
+
+    import triton
+
+    exe = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(exe):
+        pytest.skip("triton's bundled cuobjdump is missing")
+    cases = [[M, N, dt] for M, N in ANCHOR_SHAPES for dt in ("float32", "float16", "bfloat16")]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", AOT_SCRIPT, json.dumps(cases)], capture_output=True,
+                       text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_kernels_compile_for_sm90_without_spills(sm90_usage: list[dict]) -> None:
+    """The anchor grid's kernels compile for an H100 (sm_90) with no local-memory spills, and
+    one program fits the 64K-register file."""
+    assert len(sm90_usage) >= 2 * len(ANCHOR_SHAPES) * 3
+    for u in sm90_usage:
+        assert u["local"] == 0, f"spills: {u}"
+        assert u["regs"] * 32 * u["warps"] <= 65536, f"too many registers: {u}"
