@@ -78,6 +78,10 @@ class Point:
         why = self.impl.unavailable() or self.impl.unsupported(case)
         if why:
             raise NotImplementedError(why)
+        if self.impl.kind == "compiled" and grid_name() == "quick":
+            # asv runs each point in a fresh process, so each would compile again (~3 s with a
+            # warm Inductor cache); the quick grid times it once in Metrics.track_seconds.
+            raise NotImplementedError("asv-timed on the full grid only (compiles per process)")
         self.thunk = self.impl.make(make_data(case))
         self.call()  # warm-up outside asv's timing (first-touch, lazy init)
 
