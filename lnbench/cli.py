@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_measure(sub, _filters)
     try:
+        from lnbench.measure.profile_cli import add_parsers as add_profile
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("lnbench"):
+            raise
+    else:
+        add_profile(sub, _filters)
+    try:
         from lnbench.report.cli import add_parsers as add_report
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("lnbench"):

@@ -89,7 +89,7 @@ def workspace_bytes(thunk: Callable[[], Any], array: str, device: str) -> int:
     if device == "cuda":
         from lnbench.measure.cuda import cuda_workspace_bytes
 
-        return int(cuda_workspace_bytes(thunk, array))
+        return int(cuda_workspace_bytes(thunk))
     if array == "torch":
         return workspace_torch_cpu(thunk)
     synchronize(device)

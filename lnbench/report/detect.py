@@ -37,8 +37,8 @@ from __future__ import annotations
 import heapq
 import math
 import warnings
-from statistics import NormalDist
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ class DetectConfig:
 
     window: int = 20
     persistence: int = 2
-    span: int = 5
+    span: int = 7
     min_ratio: float = 1.05
     z: float = 4.0
     min_history: int = 3
@@ -123,12 +123,13 @@ def noise_sigma(b: np.ndarray, keep: float = 0.8) -> np.ndarray:
 
 def _evidence(
     b: np.ndarray, base: np.ndarray, count: np.ndarray, sig: np.ndarray, cfg: DetectConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Test every position against its baseline: (direction ±1/0, z, points needed).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test every position against its baseline: (direction ±1/0, z).
 
     Position ``t`` is flagged up when the first ``persistence`` points from ``t`` are all at
-    least ``min_ratio`` past ``base`` and, for some ``k`` in ``persistence..span``, the median
-    of the first ``k`` points is past ``min_ratio`` and ``z`` standard errors past ``base``.
+    least ``min_ratio`` past ``base`` and, for some ``k`` in ``persistence..span``, the location
+    of the first ``k`` points (their median; for ``k <= 2`` the point nearer the baseline) is
+    past ``min_ratio`` and ``z`` standard errors past ``base``.
     Incomplete windows (the series ends) compare as NaN and never flag.
     """
     n_series, n = b.shape
@@ -139,7 +140,6 @@ def _evidence(
     )[:, :n]
     direction = np.zeros((n_series, n), dtype=np.int8)
     zbest = np.zeros((n_series, n))
-    needed = np.zeros((n_series, n), dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         first = win[:, :, : cfg.persistence]
         ok = count >= cfg.min_history
@@ -163,8 +163,7 @@ def _evidence(
             new = (direction == 0) & (up | down)
             direction[new] = np.where(up, 1, -1)[new]
             zbest[new] = zk[new]
-            needed[new] = k
-    return direction, zbest, needed
+    return direction, zbest
 
 
 def _segment_baseline(bs: np.ndarray, seg: int, cfg: DetectConfig) -> tuple[np.ndarray, ...]:
@@ -187,7 +186,7 @@ def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig) -> int:
     """
     reach = max(cfg.span, 2)
     lo = max(seg, t - cfg.window)
-    hi = min(len(bs), t + cfg.window)
+    hi = min(len(bs), t + reach + cfg.span)
     best, best_cost = t, math.inf
     for c in range(max(lo + cfg.min_history, t - reach), min(t + reach, hi - 1) + 1):
         left, right = bs[lo:c], bs[c:hi]
@@ -216,7 +215,7 @@ def detect_matrix(
     b = np.where(np.arange(n)[None, :] < lengths[:, None], b, np.nan)
     sig = noise_sigma(b)
     base, count = _window_median(b, cfg.window)
-    direction, z, needed = _evidence(b, base, np.broadcast_to(count, b.shape), sig, cfg)
+    direction, z = _evidence(b, base, np.broadcast_to(count, b.shape), sig, cfg)
 
     changes: list[Change] = []
     for s in np.nonzero(direction.any(axis=1))[0]:
@@ -245,7 +244,7 @@ def detect_matrix(
             seg = t
             # re-test the commits whose window crosses the new segment start
             sb, sc = _segment_baseline(bs, seg, cfg)
-            sd, sz, _ = _evidence(bs[None, :], sb[None, :], sc[None, :], sig[s:s + 1], cfg)
+            sd, sz = _evidence(bs[None, :], sb[None, :], sc[None, :], sig[s:s + 1], cfg)
             local = {u: (int(sd[0, u]), float(sz[0, u]), float(sb[u]), int(sc[u]))
                      for u in range(seg + cfg.min_history, min(seg + cfg.window, len(bs)))}
             for u, (du, *_rest) in local.items():

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,9 @@ def _check_version(data: Any, expected: int) -> None:
     if "version" not in data:
         raise ValueError("no 'version' key: not an asv file")
     if data["version"] != expected:
-        raise ValueError(f"unknown format version {data['version']!r} (this reader knows {expected})")
+        raise ValueError(
+            f"unknown format version {data['version']!r} (this reader knows {expected})"
+        )
 
 
 def _load_benchmarks(results_dir: Path, errors: list[LoadError]) -> dict[str, dict[str, Any]]:
@@ -310,14 +313,24 @@ class _ComboTable:
 
 def _numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(float array, is-None mask) of a list holding numbers, None and NaN."""
-    obj = np.empty(len(values), dtype=object)
-    obj[:] = values
-    is_none = np.equal(obj, None)
+    is_none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
     try:
-        out = np.where(is_none, np.nan, obj).astype(float)
-    except (TypeError, ValueError):
+        out = np.array(values, dtype=float)  # None -> NaN
+    except (TypeError, ValueError):  # a stray string or list: unreadable values become NaN
+        obj = np.empty(len(values), dtype=object)
+        obj[:] = values
         out = pd.to_numeric(pd.Series(obj), errors="coerce").to_numpy(dtype=float)
     return out, is_none
+
+
+def _categorical(small: Sequence[Any], codes: np.ndarray) -> pd.Categorical:
+    """``small[codes]`` as a Categorical, factorizing only the small table (None -> NaN)."""
+    labels = np.asarray([None if v is None else str(v) for v in small], dtype=object)
+    present = np.fromiter((v is not None for v in labels), dtype=bool, count=len(labels))
+    uniq, inv = np.unique(labels[present].astype(str), return_inverse=True)
+    table = np.full(len(labels), -1, dtype=np.int64)
+    table[present] = inv
+    return pd.Categorical.from_codes(table[codes] if len(codes) else codes, categories=uniq)
 
 
 def _assemble(
@@ -329,40 +342,36 @@ def _assemble(
     lens = np.asarray(cols.chunk_len, dtype=np.int64)
     file_of_row = np.repeat(np.asarray(cols.chunk_file, dtype=np.int64), lens)
     chunk_of_row = np.repeat(np.arange(len(lens)), lens)
-    combo_of_row = (
-        np.concatenate(cols.combo_ids) if cols.combo_ids else np.zeros(0, dtype=np.int64)
-    )
+    combo_of_row = np.concatenate(cols.combo_ids)
 
     fdf = pd.DataFrame(files)
     commit_rank = _commit_order(fdf)
+
     def per_file(key: str) -> pd.Categorical:
-        return pd.Categorical(fdf[key].to_numpy(dtype=object)[file_of_row])
+        return _categorical(fdf[key].tolist(), file_of_row)
 
     frame: dict[str, Any] = {"machine": per_file("machine"), "commit": per_file("commit")}
     frame["commit_order"] = commit_rank[file_of_row]
     frame["date"] = pd.to_datetime(fdf["date"].to_numpy()[file_of_row], unit="ms", utc=True)
     frame["env"] = per_file("env")
-    bench_arr = np.asarray(cols.chunk_bench, dtype=object)
-    benches = bench_arr[chunk_of_row]
-    frame["benchmark"] = pd.Categorical(benches)
+    frame["benchmark"] = _categorical(cols.chunk_bench, chunk_of_row)
     for name in combos.names:
-        table = np.asarray([r.get(name) for r in combos.rows], dtype=object)
-        frame[name] = table[combo_of_row] if len(combo_of_row) else np.zeros(0, dtype=object)
+        frame[name] = _categorical([r.get(name) for r in combos.rows], combo_of_row)
 
-    unique_benches = sorted(set(cols.chunk_bench))
-    meta = {b: benchmarks.get(b, {}) for b in unique_benches}
-    unit_of = {b: str(meta[b].get("unit") or metrics.default_unit(b)) for b in unique_benches}
+    meta = {b: benchmarks.get(b, {}) for b in set(cols.chunk_bench)}
+    unit_of = {b: str(meta[b].get("unit") or metrics.default_unit(b)) for b in meta}
     hib_of = {b: metrics.higher_is_better(b, meta[b] or {"unit": unit_of[b]}) for b in meta}
-    frame["metric"] = pd.Categorical([metrics.method_name(b) for b in benches])
-    frame["unit"] = pd.Categorical([unit_of[b] for b in benches])
-    frame["higher_is_better"] = np.asarray([hib_of[b] for b in bench_arr], dtype=bool)[
+    frame["metric"] = _categorical([metrics.method_name(b) for b in cols.chunk_bench],
+                                   chunk_of_row)
+    frame["unit"] = _categorical([unit_of[b] for b in cols.chunk_bench], chunk_of_row)
+    frame["higher_is_better"] = np.asarray([hib_of[b] for b in cols.chunk_bench], dtype=bool)[
         chunk_of_row
     ]
 
     values, is_none = _numeric(cols.values)
-    status = np.where(is_none, "failed", np.where(np.isnan(values), "skipped", "ok"))
+    status = np.where(is_none, 1, np.where(np.isnan(values), 2, 0))
     frame["value"] = values
-    frame["status"] = pd.Categorical(status, categories=["ok", "failed", "skipped"])
+    frame["status"] = pd.Categorical.from_codes(status, categories=["ok", "failed", "skipped"])
     for key in STAT_KEYS:
         frame[key] = _numeric(cols.stats[key])[0]
     samples = np.empty(len(cols.samples), dtype=object)

@@ -28,6 +28,7 @@ DEFAULT_UNITS = {"time": "seconds", "peakmem": "bytes", "mem": "bytes", "timeraw
 #: Parameter names of the lnbench suite, used when benchmarks.json is missing or lacks them.
 KNOWN_PARAM_NAMES = {
     "bench_backward.Backward": ["impl", "shape", "dtype"],
+    "bench_backward.Metrics": ["impl", "shape", "dtype"],
     "bench_backward.Accuracy": ["impl", "shape", "dtype", "dist"],
 }
 

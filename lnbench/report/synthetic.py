@@ -23,11 +23,14 @@ from typing import Any
 import numpy as np
 
 BACKWARD = "bench_backward.Backward"
+METRICS = "bench_backward.Metrics"
 ACCURACY = "bench_backward.Accuracy"
-#: method -> (unit, asv type)
+#: method -> (unit, asv type), per class of benchmarks/bench_backward.py
 BACKWARD_METHODS = {
     "time_backward": ("seconds", "time"),
     "peakmem_backward": ("bytes", "peakmemory"),
+}
+METRICS_METHODS = {
     "track_seconds": ("seconds", "track"),
     "track_gbps": ("GB/s", "track"),
     "track_pct_copy": ("%", "track"),
@@ -77,11 +80,12 @@ def lnbench_specs(
     impls: Sequence[str], shapes: Sequence[str], dtypes: Sequence[str],
     dists: Sequence[str] = ("normal", "offset"),
 ) -> list[BenchSpec]:
-    """The lnbench suite's benchmarks (``bench_backward.Backward`` and ``.Accuracy``)."""
+    """The lnbench suite: ``bench_backward.Backward``, ``.Metrics`` and ``.Accuracy``."""
     base = [quoted(impls), quoted(shapes), quoted(dtypes)]
     specs = [
-        BenchSpec(f"{BACKWARD}.{m}", base, ["impl", "shape", "dtype"], unit, typ)
-        for m, (unit, typ) in BACKWARD_METHODS.items()
+        BenchSpec(f"{cls}.{m}", base, ["impl", "shape", "dtype"], unit, typ)
+        for cls, methods in ((BACKWARD, BACKWARD_METHODS), (METRICS, METRICS_METHODS))
+        for m, (unit, typ) in methods.items()
     ]
     specs += [
         BenchSpec(f"{ACCURACY}.{m}", [*base, quoted(dists)], ["impl", "shape", "dtype", "dist"],
@@ -244,6 +248,32 @@ class Injection:
     factor: float
 
 
+def _base_values(spec: BenchSpec, copy: float) -> np.ndarray:
+    """Noise-free value of every parameter combination of one lnbench benchmark."""
+    elt = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+    method = spec.name.rsplit(".", 1)[1]
+    out = []
+    for combo in spec.combos:
+        p = dict(zip(spec.param_names, (v.strip("'") for v in combo), strict=True))
+        m, n = (int(x) for x in p["shape"].split("x"))
+        nbytes = 3 * m * n * elt.get(p["dtype"], 4) + 8 * m
+        frac = 0.05 + 0.6 * (sum(map(ord, p["impl"])) % 13) / 13  # share of copy bandwidth
+        seconds = nbytes / (copy * frac * 1e9)
+        value = {
+            "time_backward": seconds, "track_seconds": seconds, "track_gbps": copy * frac,
+            "track_pct_copy": 100 * frac, "peakmem_backward": 5.0e7 + 3 * nbytes,
+            "track_workspace_bytes": float(2 * nbytes),
+        }.get(method)
+        if value is None:  # accuracy: one rounding of the output, worse on offset inputs
+            value = {"float32": 1e-7, "float64": 1e-15}.get(p["dtype"], 3e-3)
+            value *= 100 if p.get("dist") == "offset" else 1
+        out.append(value)
+    return np.asarray(out)
+
+
+NOISY = ("time_backward", "track_seconds", "track_gbps", "track_pct_copy")
+
+
 def write_suite_history(
     results_dir: Path,
     *,
@@ -261,9 +291,10 @@ def write_suite_history(
 ) -> list[BenchSpec]:
     """A whole lnbench results tree: every benchmark of the suite over ``n_commits`` commits.
 
-    ``machines`` maps a machine name to its copy bandwidth in GB/s (a value above 500 makes
-    it a GPU machine). Impl speeds are fixed fractions of copy bandwidth; ``noise`` is the
-    relative run-to-run noise; ``injections`` add persistent steps. Returns the specs.
+    ``machines`` maps a machine name to its copy bandwidth in GB/s (above 500 makes it a GPU
+    machine). Each impl runs at a fixed share of copy bandwidth; speed metrics get relative
+    run-to-run noise ``noise`` (``time_backward`` stores 5 samples); memory and accuracy are
+    deterministic; ``injections`` add persistent steps. Returns the specs.
     """
     rng = np.random.default_rng(seed)
     if not isinstance(machines, Mapping):
@@ -272,58 +303,39 @@ def write_suite_history(
     by_name = {s.name: s for s in specs}
     results_dir = Path(results_dir)
     write_benchmarks_json(results_dir, specs)
-    elt = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
     for mi, (machine, copy) in enumerate(machines.items()):
         gpu = copy > 500
         write_machine_json(results_dir, machine)
         if facts:
             write_machine_facts(
-                results_dir, machine,
-                gpu_name="NVIDIA H100 80GB HBM3" if gpu else None,
+                results_dir, machine, gpu_name="NVIDIA H100 80GB HBM3" if gpu else None,
                 copy_gbps={"cpu": 21.7, "cuda": copy if gpu else None},
             )
+        base = {s.name: _base_values(s, copy) for s in specs}
+        # factor[name][commit, combo] from the injections of this machine
+        factor = {s.name: np.ones((n_commits, len(base[s.name]))) for s in specs}
+        for inj in injections:
+            if inj.machine != machine:
+                continue
+            for spec in specs:
+                if spec.name.rsplit(".", 1)[1] != inj.method:
+                    continue
+                for j, combo in enumerate(spec.combos):
+                    p = dict(zip(spec.param_names, (v.strip("'") for v in combo), strict=True))
+                    if all(p.get(k) == v for k, v in inj.params.items()):
+                        factor[spec.name][inj.at:, j] *= inj.factor
         for c in range(n_commits):
             values: dict[str, list[float | None]] = {}
             samples: dict[str, list[list[float] | None]] = {}
             for spec in specs:
                 method = spec.name.rsplit(".", 1)[1]
-                vals: list[float | None] = []
-                smp: list[list[float] | None] = []
-                for combo in spec.combos:
-                    p = dict(zip(spec.param_names, (v.strip("'") for v in combo), strict=True))
-                    m, n = (int(x) for x in p["shape"].split("x"))
-                    nbytes = 3 * m * n * elt.get(p["dtype"], 4) + 8 * m
-                    frac = 0.05 + 0.6 * (sum(map(ord, p["impl"])) % 13) / 13
-                    gbps = copy * frac
-                    t = nbytes / (gbps * 1e9)
-                    base = {
-                        "time_backward": t, "track_seconds": t, "track_gbps": gbps,
-                        "track_pct_copy": 100 * frac, "peakmem_backward": 5.0e7 + 3 * nbytes,
-                        "track_workspace_bytes": float(2 * nbytes),
-                    }.get(method)
-                    if base is None:  # accuracy
-                        base = {"float32": 1e-7, "float64": 1e-15}.get(p["dtype"], 3e-3)
-                        if p.get("dist") == "offset":
-                            base *= 100
-                    factor = 1.0
-                    for inj in injections:
-                        if (inj.machine == machine and inj.method == method and c >= inj.at
-                                and all(p.get(k) == v for k, v in inj.params.items())):
-                            factor *= inj.factor
-                    value = base * factor
-                    rel = noise if method in ("time_backward", "track_seconds", "track_gbps",
-                                              "track_pct_copy") else 0.0
-                    if rel:
-                        draws = value * np.exp(rng.normal(0.0, rel, size=5))
-                        value = float(np.median(draws))
-                        smp.append([float(x) for x in draws] if method == "time_backward"
-                                   else None)
-                    else:
-                        smp.append(None)
-                    vals.append(value)
-                values[spec.name] = vals
-                if record_samples and any(s is not None for s in smp):
-                    samples[spec.name] = smp
+                v = base[spec.name] * factor[spec.name][c]
+                if method in NOISY:
+                    draws = v[:, None] * np.exp(rng.normal(0.0, noise, size=(len(v), 5)))
+                    v = np.median(draws, axis=1)
+                    if record_samples and method == "time_backward":
+                        samples[spec.name] = draws.tolist()
+                values[spec.name] = v.tolist()
             date = T0_MS + c * DAY_MS
             write_result_file(
                 results_dir, machine, commit_hash(c), date, values, by_name,

@@ -1,0 +1,189 @@
+"""Command line: ``lnbench report regressions|hardware`` and ``lnbench dashboard``.
+
+``add_parsers(subparsers)`` adds the commands to the main ``lnbench`` parser; every leaf
+parser sets ``func`` (``args -> exit code``). ``python -m lnbench.report.cli ...`` runs the
+same commands standalone. Exit codes (CONTRACT.md): 0 success; 1 a regression found with
+``--fail-on-regression``; 2 bad usage or unreadable input, with a one-line message on stderr
+naming the argument or file.
+
+Heavy imports (pandas, matplotlib) happen inside the command functions, so building the
+parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("md", "html", "json", "csv")
+
+
+def _fail(message: str) -> int:
+    print(f"lnbench: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _emit(text: str, out: str | None) -> int:
+    """Write the report to ``--out`` or stdout; 2 when ``--out`` cannot be written."""
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return _fail(f"--out {out}: cannot write: {exc.strerror or exc}")
+    return 0
+
+
+def _load(results: str) -> tuple[Any, int]:
+    from lnbench.report.loader import ResultsDirError, load_results
+
+    try:
+        return load_results(results), 0
+    except ResultsDirError as exc:
+        return None, _fail(str(exc))
+
+
+def _no_results_message(results: str, loaded: Any) -> str:
+    """The exit-2 message when nothing could be read (None when something could)."""
+    if loaded.has_results:
+        return ""
+    bad = [e for e in loaded.errors if not e.path.endswith("benchmarks.json")]
+    if bad:
+        return (f"--results {results}: no readable asv results ({len(bad)} unreadable "
+                f"file(s), first: {bad[0].path}: {bad[0].reason})")
+    return f"--results {results}: no asv result files (<machine>/<commit>-<env>.json) found"
+
+
+def cmd_regressions(args: argparse.Namespace) -> int:
+    """``lnbench report regressions``."""
+    from lnbench.report.regressions import regression_report
+    from lnbench.report.render import render_regressions
+
+    loaded, rc = _load(args.results)
+    if loaded is None:
+        return rc
+    doc = regression_report(loaded, include_resolved=args.include_resolved)
+    rc = _emit(render_regressions(doc, args.format), args.out)
+    if rc:
+        return rc
+    if args.format == "csv":
+        for e in doc["errors"]:
+            print(f"lnbench: warning: unreadable {e['path']}: {e['reason']}", file=sys.stderr)
+    message = _no_results_message(args.results, loaded)
+    if message:
+        return _fail(message)
+    if args.fail_on_regression and any(r["open"] for r in doc["regressions"]):
+        return 1
+    return 0
+
+
+def cmd_hardware(args: argparse.Namespace) -> int:
+    """``lnbench report hardware``."""
+    from lnbench.report.hardware import HardwareError, hardware_table
+    from lnbench.report.render import render_hardware
+
+    loaded, rc = _load(args.results)
+    if loaded is None:
+        return rc
+    message = _no_results_message(args.results, loaded)
+    if message:
+        return _fail(message)
+    try:
+        rep = hardware_table(loaded, commit=args.commit, baseline=args.baseline)
+    except HardwareError as exc:
+        return _fail(str(exc))
+    return _emit(render_hardware(rep, args.format), args.out)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``lnbench dashboard``."""
+    from lnbench.report.dashboard import build_dashboard
+    from lnbench.report.loader import ResultsDirError
+
+    try:
+        index = build_dashboard(args.results, args.out, asv_html=args.asv_html, top=args.top)
+    except ResultsDirError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"--out {args.out}: cannot write: {exc.strerror or exc}")
+    print(f"wrote {index}")
+    return 0
+
+
+def _results_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", required=True, metavar="DIR",
+                   help="asv results directory (with benchmarks.json and <machine>/ folders)")
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add ``report`` (with ``regressions`` and ``hardware``) and ``dashboard`` to an
+    ``argparse`` subparsers object; each leaf sets ``func`` returning the exit code."""
+    report = subparsers.add_parser(
+        "report", help="reports over stored asv results",
+        description="Reports over stored asv results (reads only; measures nothing).")
+    rsub = report.add_subparsers(dest="report_command", metavar="{regressions,hardware}")
+    rsub.required = True
+
+    reg = rsub.add_parser(
+        "regressions", help="regressions and improvements across commits",
+        description="Find regressions per (machine, benchmark, parameters) across commits: a "
+                    "change must persist for 2+ commits, exceed 5%% (accuracy: 2x and 1e-6) and "
+                    "stand 4 robust standard errors above the lookback median. See "
+                    "docs/reports.md.")
+    _results_arg(reg)
+    reg.add_argument("--format", choices=FORMATS, default="md")
+    reg.add_argument("--fail-on-regression", action="store_true",
+                     help="exit 1 when a regression is still present at the latest commit")
+    reg.add_argument("--include-resolved", action="store_true",
+                     help="also list changes no longer visible at the latest commit")
+    reg.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    reg.set_defaults(func=cmd_regressions)
+
+    hw = rsub.add_parser(
+        "hardware", help="machines side by side",
+        description="Time, speed-up over a baseline machine, GB/s and %% of each machine's "
+                    "copy bandwidth, per (impl, shape, dtype), at one commit or each "
+                    "machine's latest.")
+    _results_arg(hw)
+    hw.add_argument("--commit", metavar="C", help="commit hash or prefix (default: latest)")
+    hw.add_argument("--baseline", metavar="MACHINE",
+                    help="machine the speed-ups are relative to (default: first by name)")
+    hw.add_argument("--format", choices=FORMATS, default="md")
+    hw.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    hw.set_defaults(func=cmd_hardware)
+
+    dash = subparsers.add_parser(
+        "dashboard", help="static HTML dashboard with plots",
+        description="Write a static HTML site (index.html + PNGs) from stored asv results.")
+    _results_arg(dash)
+    dash.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    dash.add_argument("--asv-html", default="../html/index.html", metavar="URL",
+                      help="link to the asv publish site (default: ../html/index.html)")
+    dash.add_argument("--top", type=int, default=12, metavar="N",
+                      help="series per history plot (default 12)")
+    dash.set_defaults(func=cmd_dashboard)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's usage errors as one line on stderr, exit 2 (standalone use only)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"lnbench: error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point with the same commands as ``lnbench``."""
+    parser = _OneLineParser(prog="lnbench", description="lnbench reports")
+    sub = parser.add_subparsers(dest="command", metavar="{report,dashboard}",
+                                parser_class=_OneLineParser)
+    sub.required = True
+    add_parsers(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The ``lnbench report regressions`` document, in the JSON shape CONTRACT.md fixes.
+
+``{"regressions": [...], "improvements": [...], "errors": [...]}``; each entry has the
+contract keys ``benchmark, params, machine, commit, metric, before, after, ratio`` and, in
+addition, ``unit, env, prev_commit, date, z, open``:
+
+- ``commit`` is the first commit at the new level, ``prev_commit`` the last one before it
+  (the change lies between them); ``before``/``after`` are medians of the stored values on
+  each side, in ``unit``; ``ratio = after / before`` (for higher-is-better metrics such as
+  ``track_gbps`` a regression has ``ratio < 1``).
+- ``open`` is true while the change is still visible at the series' latest commit. By default
+  only open changes are listed (like asv's regressions page); ``include_resolved`` lists all.
+- ``errors`` lists ``{"path", "reason"}`` for every file that could not be read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from lnbench.report.detect import ACCURACY, SPEED, DetectConfig, find_changes, series_columns
+from lnbench.report.loader import LoadedResults
+
+
+def _num(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _entry(row: pd.Series, param_names: list[str]) -> dict[str, Any]:
+    params = {p: str(row[p]) for p in param_names if p in row and pd.notna(row[p])}
+    return {
+        "benchmark": str(row["benchmark"]),
+        "params": params,
+        "machine": str(row["machine"]),
+        "commit": str(row["commit"]),
+        "metric": str(row["metric"]),
+        "before": _num(row["before"]),
+        "after": _num(row["after"]),
+        "ratio": _num(row["ratio"]),
+        "unit": str(row["unit"]),
+        "env": str(row["env"]),
+        "prev_commit": None if row["prev_commit"] is None else str(row["prev_commit"]),
+        "date": row["date"].isoformat() if pd.notna(row["date"]) else None,
+        "z": _num(row["z"]),
+        "open": bool(row["open"]),
+    }
+
+
+def regression_report(
+    loaded: LoadedResults,
+    *,
+    include_resolved: bool = False,
+    speed: DetectConfig = SPEED,
+    accuracy: DetectConfig = ACCURACY,
+    changes: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Detect changes in ``loaded`` (``lnbench.report.detect.find_changes``) and build the
+    contract document. Newest commits first, then the largest changes."""
+    if changes is None:
+        changes = find_changes(loaded.frame, loaded.param_names, speed, accuracy)
+    if not include_resolved and len(changes):
+        changes = changes[changes["open"].astype(bool)]
+    doc: dict[str, Any] = {"regressions": [], "improvements": [], "errors": []}
+    if len(changes):
+        severity = changes["ratio"].astype(float).map(lambda r: abs(math.log(r)) if r > 0 else 0)
+        changes = changes.assign(_sev=severity).sort_values(
+            ["commit_order", "_sev"], ascending=[False, False], kind="stable"
+        )
+        for _, row in changes.iterrows():
+            key = "regressions" if row["kind"] == "regression" else "improvements"
+            doc[key].append(_entry(row, loaded.param_names))
+    doc["errors"] = [e.as_dict() for e in loaded.errors]
+    frame = loaded.frame
+    doc["summary"] = {
+        "results": str(loaded.results_dir),
+        "machines": sorted(map(str, frame["machine"].unique())) if len(frame) else [],
+        "commits": int(frame["commit"].nunique()) if len(frame) else 0,
+        "series": frame.groupby(series_columns(frame, loaded.param_names), observed=True,
+                                dropna=False).ngroups if len(frame) else 0,
+        "include_resolved": include_resolved,
+    }
+    return doc

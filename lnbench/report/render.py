@@ -1,0 +1,230 @@
+"""Text for the reports: markdown, HTML, JSON and CSV. Formatting only, no analysis."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from lnbench.report.hardware import HardwareReport
+
+FORMATS = ("md", "html", "json", "csv")
+_BINARY = [("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)]
+_TIME = [("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)]
+
+
+def fmt_value(value: Any, unit: str | None) -> str:
+    """A value with its unit, scaled for reading (``3.84 ms``, ``1.2 GiB``, ``1.0e-05``)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    v = float(value)
+    unit = unit or ""
+    if unit == "seconds":
+        for name, scale in _TIME:
+            if abs(v) >= scale or scale == 1e-9:
+                return f"{v / scale:.3g} {name}"
+    if unit == "bytes":
+        for name, scale in _BINARY:
+            if abs(v) >= scale:
+                return f"{v / scale:.3g} {name}"
+        return f"{v:.0f} B"
+    if "err" in unit or (v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e6)):
+        return f"{v:.2e}" + (f" {unit}" if unit and "err" not in unit else "")
+    if unit == "%":
+        return f"{v:.1f} %"
+    return f"{v:.4g}" + (f" {unit}" if unit and unit != "unit" else "")
+
+
+def _params_text(params: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def _short_bench(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if len(parts) > 2 else name
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(x: str) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;
+text-align:left;font-size:.9em}th{background:#f0f0f0}tr.reg td{background:#fde8e8}
+.bad{color:#b00}.good{color:#070}code{background:#f4f4f4;padding:0 .2em}"""
+
+
+def html_page(title: str, body: str) -> str:
+    """A standalone HTML page."""
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}"
+            f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n"
+            "</body></html>\n")
+
+
+# ------------------------------------------------------------------------- regressions
+
+CHANGE_HEADER = ["machine", "benchmark", "params", "commit", "before", "after", "change", "open"]
+
+
+def change_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+    """Table rows (strings) for regression/improvement entries of the report document."""
+    rows = []
+    for e in entries:
+        ratio = e.get("ratio")
+        change = f"{ratio:.3g}×" if ratio is not None else "–"
+        commit = (e["prev_commit"][:8] + ".." if e.get("prev_commit") else "") + e["commit"][:8]
+        rows.append([
+            e["machine"], _short_bench(e["benchmark"]), _params_text(e["params"]), commit,
+            fmt_value(e["before"], e.get("unit")), fmt_value(e["after"], e.get("unit")), change,
+            "yes" if e.get("open") else "resolved",
+        ])
+    return rows
+
+
+def render_regressions(doc: dict[str, Any], fmt: str) -> str:
+    """The regression report document as ``md``, ``html``, ``json`` or ``csv`` text.
+
+    CSV has one row per change (``kind`` = regression/improvement); errors are not part of
+    the CSV (the CLI prints them on stderr).
+    """
+    if fmt == "json":
+        return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+    if fmt == "csv":
+        return _changes_csv(doc)
+    n_reg, n_imp, n_err = len(doc["regressions"]), len(doc["improvements"]), len(doc["errors"])
+    summ = doc.get("summary", {})
+    scope = "" if summ.get("include_resolved") else " still present at the latest commit"
+    intro = (f"{n_reg} regression(s) and {n_imp} improvement(s){scope}, over "
+             f"{summ.get('commits', 0)} commit(s), {summ.get('series', 0)} series, machines: "
+             f"{', '.join(summ.get('machines', [])) or 'none'}. Unreadable files: {n_err}.")
+    if fmt == "md":
+        parts = ["# Benchmark regressions", "", intro, ""]
+        for title, key in (("Regressions", "regressions"), ("Improvements", "improvements")):
+            parts += [f"## {title}", ""]
+            parts += [_md_table(CHANGE_HEADER, change_rows(doc[key])) if doc[key] else "None.", ""]
+        if doc["errors"]:
+            parts += ["## Files that could not be read", ""]
+            parts += [f"- `{e['path']}`: {e['reason']}" for e in doc["errors"]] + [""]
+        return "\n".join(parts)
+    if fmt == "html":
+        return html_page("Benchmark regressions", regressions_html_body(doc, intro))
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def regressions_html_body(doc: dict[str, Any], intro: str = "") -> str:
+    """HTML fragment: intro, regressions, improvements and errors tables."""
+    parts = [f"<p>{html.escape(intro)}</p>"] if intro else []
+    for title, key in (("Regressions", "regressions"), ("Improvements", "improvements")):
+        parts.append(f"<h2>{title}</h2>")
+        parts.append(_html_table(CHANGE_HEADER, change_rows(doc[key]), key)
+                     if doc[key] else "<p>None.</p>")
+    if doc["errors"]:
+        parts.append("<h2>Files that could not be read</h2><ul>")
+        parts += [f"<li><code>{html.escape(e['path'])}</code>: {html.escape(e['reason'])}</li>"
+                  for e in doc["errors"]]
+        parts.append("</ul>")
+    return "\n".join(parts)
+
+
+def _changes_csv(doc: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    names = sorted({k for key in ("regressions", "improvements") for e in doc[key]
+                    for k in e["params"]})
+    cols = ["kind", "machine", "benchmark", *names, "commit", "prev_commit", "metric", "unit",
+            "before", "after", "ratio", "z", "open", "env", "date"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for kind, key in (("regression", "regressions"), ("improvement", "improvements")):
+        for e in doc[key]:
+            row = {**e, **e["params"], "kind": kind}
+            w.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- hardware
+
+
+def _hardware_wide(rep: HardwareReport) -> tuple[list[str], list[list[str]]]:
+    machines = list(rep.machines["machine"]) if len(rep.machines) else []
+    header = ["impl", "shape", "dtype"]
+    for m in machines:
+        suffix = " (baseline)" if m == rep.baseline else ""
+        header += [f"{m}{suffix} time", f"{m} ×", f"{m} GB/s", f"{m} % copy"]
+    rows = []
+    if rep.rows.empty:
+        return header, rows
+    for key, grp in rep.rows.groupby(["impl", "shape", "dtype"], sort=True):
+        by_m = grp.set_index("machine")
+        row = list(key)
+        for m in machines:
+            if m in by_m.index:
+                r = by_m.loc[m]
+                sp = r["speedup"]
+                row += [fmt_value(r["seconds"], "seconds"),
+                        f"{sp:.2f}×" if pd.notna(sp) else "–",
+                        fmt_value(r["gbps"], ""),
+                        f"{r['pct_copy']:.1f}" if pd.notna(r["pct_copy"]) else "unknown"]
+            else:
+                row += ["–", "–", "–", "–"]
+        rows.append(row)
+    return header, rows
+
+
+def _machines_rows(rep: HardwareReport) -> tuple[list[str], list[list[str]]]:
+    header = ["machine", "commit", "date", "cpu", "gpu", "copy GB/s (cpu)", "copy GB/s (cuda)"]
+    rows = []
+    for r in rep.machines.to_dict("records"):
+        def num(x: Any) -> str:
+            return f"{float(x):.4g}" if x is not None and pd.notna(x) else "unknown"
+
+        rows.append([r["machine"], str(r["commit"])[:8], str(r.get("date") or "")[:10],
+                     r.get("cpu_model") or "unknown",
+                     r["gpu_name"] if isinstance(r.get("gpu_name"), str) else "none/unknown",
+                     num(r.get("copy_gbps_cpu")), num(r.get("copy_gbps_cuda"))])
+    return header, rows
+
+
+def render_hardware(rep: HardwareReport, fmt: str) -> str:
+    """The hardware report as ``md``, ``html``, ``json`` or ``csv`` (flat rows) text."""
+    if fmt == "json":
+        return json.dumps(rep.as_dict(), indent=2, allow_nan=False, default=str) + "\n"
+    if fmt == "csv":
+        return rep.rows.to_csv(index=False)
+    what = f"commit {rep.commit[:8]}" if rep.commit else "each machine's latest commit"
+    intro = (f"Machines side by side at {what}. × = speed-up over the baseline machine "
+             f"({rep.baseline or 'none'}); % copy = share of that machine's measured copy "
+             "bandwidth.")
+    mh, mr = _machines_rows(rep)
+    th, tr = _hardware_wide(rep)
+    if fmt == "md":
+        parts = ["# Hardware comparison", "", intro, "", _md_table(mh, mr), ""]
+        parts += [_md_table(th, tr) if tr else "No results to compare.", ""]
+        parts += [f"- {n}" for n in rep.notes]
+        parts += [f"- unreadable: `{e['path']}`: {e['reason']}" for e in rep.errors]
+        return "\n".join(parts) + "\n"
+    if fmt == "html":
+        body = [f"<p>{html.escape(intro)}</p>", _html_table(mh, mr),
+                _html_table(th, tr) if tr else "<p>No results to compare.</p>"]
+        notes = rep.notes + [f"unreadable: {e['path']}: {e['reason']}" for e in rep.errors]
+        if notes:
+            body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        return html_page("Hardware comparison", "\n".join(body))
+    raise ValueError(f"unknown format {fmt!r}")
