@@ -91,13 +91,13 @@ class Point:
         return call_synchronized(self.thunk, self.impl.device)
 
 
-def measure_all() -> dict[str, dict[str, Any]]:
+def measure_all(bench_file: str | None = None) -> dict[str, dict[str, Any]]:
     """Measure every Backward point once (lnbench.measure.run) and write the machine facts."""
     from lnbench.measure.run import measure
     from lnbench.registry import get
 
     _load_plugins()
-    _write_facts()
+    _write_facts(bench_file)
     out: dict[str, dict[str, Any]] = {}
     names, shs, dts = backward_params()
     for sh in shs:
@@ -152,9 +152,16 @@ def value(rec: dict[str, Any], key: str) -> float:
     return float(v)
 
 
-def _write_facts() -> None:
-    """Store machine facts beside asv's results (ASV_CONF_DIR is set by asv)."""
+def _write_facts(bench_file: str | None = None) -> None:
+    """Store machine facts beside asv's results.
+
+    The config folder is ``ASV_CONF_DIR`` (asv sets it in the environments it builds, not with
+    ``--python=same``), else the folder above the benchmarks that holds asv.conf.json.
+    """
     conf = os.environ.get("ASV_CONF_DIR")
+    if not conf and bench_file:
+        up = Path(bench_file).resolve().parent.parent
+        conf = str(up) if (up / "asv.conf.json").exists() else None
     if not conf:
         return
     from lnbench.measure.machine import write_facts
