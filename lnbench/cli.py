@@ -112,7 +112,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="lnbench implementations")
@@ -122,7 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         avail = "[green]yes[/]" if r["available"] else f"[yellow]no[/]: {r['reason']}"
         t.add_row(r["name"], r["kind"], r["array"], r["device"], ",".join(r["dtypes"]),
                   "yes" if r["affine"] else "no", r["saved"], avail)
-    Console().print(t)
+    console().print(t)
     return EXIT_OK
 
 
@@ -160,10 +159,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def print_check(results: list, summary: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = console()
     t = Table(title=f"lnbench check: {summary['total']} gradient checks")
     for col in ("impl", "ok", "fail", "error", "skipped", "worst rel_err dx", "dγ", "dβ"):
         t.add_column(col, justify="right" if col != "impl" else "left", no_wrap=True)
@@ -183,6 +181,13 @@ def print_check(results: list, summary: dict[str, Any]) -> None:
         con.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
     con.print(f"ok {summary['ok']}, fail {summary['fail']}, error {summary['error']}, "
               f"skipped {summary['skipped']}", highlight=False)
+
+
+def console():
+    """A rich console; wide (not 80 columns) when writing to a pipe or file."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _red(n: int) -> str:

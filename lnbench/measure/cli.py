@@ -74,10 +74,11 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def print_run(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from lnbench.cli import console
+
+    con = console()
     t = Table(title="lnbench run (median per call; GB/s from 3·M·N·elt + 8·M + 3·N·elt bytes)")
     cols = ("impl", "case", "time", "GB/s", "% copy", "workspace", "rel_err dx", "dγ", "dβ",
             "status")
