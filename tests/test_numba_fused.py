@@ -16,7 +16,7 @@ from lnbench.dtypes import DTYPES, np_dtype, stats_dtype  # noqa: E402
 from lnbench.grid import DISTS, Case, make_data  # noqa: E402
 from lnbench.impls import numba_fused as nf  # noqa: E402
 from lnbench.judge import check_impl  # noqa: E402
-from lnbench.registry import get  # noqa: E402
+from lnbench.registry import Impl, get  # noqa: E402
 
 # M = 1, odd N, N smaller than a vector, more rows than one block, a tail after the vector loop
 SHAPES = [(1, 768), (3, 5), (2, 1), (37, 257), (64, 1023)]
@@ -36,6 +36,46 @@ def test_judged_ok_on_every_dtype_and_distribution(dtype: str, dist: str) -> Non
         assert not bad, bad
 
 
+def _forced(group: int, blocks: int | None = None) -> Impl:
+    """numba.fused with the rows-per-sweep (and block count) forced, so that the four-row sweep
+    (normally only for N >= GROUP_MIN_N) is judged on small shapes too."""
+
+    def make(data):
+        nf.warm_up(data.case.dtype)
+        args = nf._kernel_args(data.x, data.dy, data.gamma, data.mean, data.rstd, data.case.dtype)
+        M = data.case.M
+        b = None if blocks is None else min(blocks, M)
+        return lambda: nf.fused_backward(*args, data.case.dtype, blocks=b, group=group)
+
+    return Impl(name=f"numba.fused-g{group}", make=make)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_four_row_sweep_is_judged_ok(dtype: str) -> None:
+    """Blocks of 4k, 4k+1..4k+3 rows (the leftover rows take the one-row sweep)."""
+    for dist in DISTS:
+        for (M, N), blocks in [((37, 257), None), ((7, 33), 1), ((45, 130), 2), ((4, 2048), None)]:
+            rows = check_impl(_forced(4, blocks), make_data(Case(M, N, dtype, dist)))
+            assert not [(r.case, r.grad, r.reason) for r in rows if r.status != "ok"]
+
+
+def test_rows_per_sweep_and_the_real_path_for_large_rows() -> None:
+    assert nf.rows_per_sweep(nf.GROUP_MIN_N - 1) == 1
+    assert nf.rows_per_sweep(nf.GROUP_MIN_N) == 4
+    rows = check_impl(get("numba.fused"), make_data(Case(19, nf.GROUP_MIN_N + 3, "bfloat16",
+                                                          "offset")))
+    assert all(r.status == "ok" for r in rows)
+
+
+def test_bad_overrides_are_refused() -> None:
+    x = np.ones((4, 8))
+    args = nf._kernel_args(x, x, x[0], x[:, :1], x[:, :1], "float32")
+    with pytest.raises(ValueError, match="group"):
+        nf.fused_backward(*args, "float32", group=2)
+    with pytest.raises(ValueError, match="blocks"):
+        nf.fused_backward(*args, "float32", blocks=5)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_outputs_have_the_input_dtype_and_shapes(dtype: str) -> None:
     dx, dg, db = get("numba.fused").make(make_data(Case(37, 257, dtype, "normal")))()
@@ -45,7 +85,7 @@ def test_outputs_have_the_input_dtype_and_shapes(dtype: str) -> None:
 
 def test_the_thunk_never_compiles() -> None:
     """The maker's warm-up compiled exactly the signature the thunk calls."""
-    kernel = nf._build()
+    kernel, _ = nf._build()
     for dtype in DTYPES:
         thunk = nf.make(make_data(Case(64, 1023, dtype, "outlier")))
         n = len(kernel.signatures)
@@ -55,11 +95,12 @@ def test_the_thunk_never_compiles() -> None:
     assert set(nf.compiled_from_cache()) >= set(DTYPES)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64", "float16"])
-def test_bit_identical_across_calls_and_thread_counts(dtype: str) -> None:
+@pytest.mark.parametrize("N", [1023, 2050])  # one-row and four-row sweep
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bit_identical_across_calls_and_thread_counts(dtype: str, N: int) -> None:
     import numba
 
-    data = make_data(Case(203, 1023, dtype, "outlier"))  # 12 blocks of 16-17 rows
+    data = make_data(Case(203, N, dtype, "outlier"))  # 12 blocks of 16-17 rows
     thunk = nf.make(data)
     first = thunk()
     saved = numba.get_num_threads()
@@ -76,8 +117,10 @@ def test_bit_identical_across_calls_and_thread_counts(dtype: str) -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dbeta_is_the_fixed_block_order_sum(dtype: str) -> None:
-    """dβ bit for bit: each block sums its rows in order, then blocks are added in order 0..B−1."""
+    """dβ bit for bit (one-row sweep): each block sums its rows in order, then blocks are added
+    in order 0..B−1."""
     M, N = 100, 131
+    assert nf.rows_per_sweep(N) == 1
     data = make_data(Case(M, N, dtype, "normal"))
     B = nf.n_blocks(M)
     assert B > 1

@@ -49,7 +49,7 @@ def workspace_tracemalloc(thunk: Callable[[], Any]) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_fd2() -> Iterator[None]:
+def quiet_fd2() -> Iterator[None]:
     """Silence file descriptor 2 (Kineto prints profiler_start/stop lines from C++)."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -69,7 +69,7 @@ def workspace_torch_cpu(thunk: Callable[[], Any]) -> int:
 
     from torch.profiler import ProfilerActivity, profile
 
-    with warnings.catch_warnings(), _quiet_fd2():
+    with warnings.catch_warnings(), quiet_fd2():
         warnings.simplefilter("ignore")
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             outs = thunk()

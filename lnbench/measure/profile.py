@@ -587,12 +587,12 @@ def _torch_profiler(thunk: Callable[[], Any], iterations: int, device: str,
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from lnbench.arrays import synchronize
-    from lnbench.measure.memory import _quiet_fd2
+    from lnbench.measure.memory import quiet_fd2
 
     acts = [ProfilerActivity.CPU]
     if device == "cuda":
         acts.append(ProfilerActivity.CUDA)
-    with warnings.catch_warnings(), _quiet_fd2():
+    with warnings.catch_warnings(), quiet_fd2():
         warnings.simplefilter("ignore")
         with profile(activities=acts, record_shapes=True, profile_memory=True) as prof:
             for i in range(iterations):
