@@ -47,7 +47,12 @@ class Impl:
     doc: str = ""
 
     def unavailable(self) -> str | None:
-        """Why this implementation cannot run on this machine, or None."""
+        """Why this implementation cannot run on this machine, or None (asked once)."""
+        if self.name not in _UNAVAILABLE:
+            _UNAVAILABLE[self.name] = self._probe_unavailable()
+        return _UNAVAILABLE[self.name]
+
+    def _probe_unavailable(self) -> str | None:
         from lnbench.arrays import unavailable
 
         for mod in self.requires:
@@ -86,6 +91,7 @@ class Impl:
 
 
 _REGISTRY: dict[str, Impl] = {}
+_UNAVAILABLE: dict[str, str | None] = {}
 _BUILTINS_LOADED = False
 
 
@@ -94,6 +100,7 @@ def add(impl: Impl) -> Impl:
     if not impl.family:
         object.__setattr__(impl, "family", impl.name.split(".", 1)[0])
     _REGISTRY[impl.name] = impl
+    _UNAVAILABLE.pop(impl.name, None)
     return impl
 
 

@@ -44,6 +44,30 @@ def _quantile(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=4, method="inclusive")[round(q * 4) - 1]
 
 
+def _l3_bytes() -> int:
+    try:
+        txt = open("/sys/devices/system/cpu/cpu0/cache/index3/size").read().strip()
+        return int(txt[:-1]) * {"K": 2**10, "M": 2**20}.get(txt[-1], 1)
+    except (OSError, ValueError):
+        return 32 * 2**20
+
+
+_FLUSH: list = []
+
+
+def flush_cache() -> None:
+    """Evict the CPU caches by writing a buffer of twice the last-level cache size.
+
+    The CPU analogue of ``triton.testing.do_bench``'s L2 flush: without it, a backward whose
+    inputs fit in L3 (or that runs right after another contender read the same data) is timed
+    from cache, not memory."""
+    import numpy as np
+
+    if not _FLUSH:
+        _FLUSH.append(np.empty(2 * _l3_bytes() // 8))
+    _FLUSH[0].fill(0.0)
+
+
 def time_cpu(
     thunk: Callable[[], Any],
     *,
@@ -52,7 +76,10 @@ def time_cpu(
     max_time: float = 2.0,
 ) -> Timing:
     """Per-call seconds of ``thunk`` on the CPU: ``repeat`` samples, each ≥ ``min_sample`` long,
-    stopping early (but with at least 3 samples) once ``max_time`` seconds are spent."""
+    stopping early (but with at least 3 samples) once ``max_time`` seconds are spent.
+
+    When one call alone fills a sample (large cases), the caches are flushed before each sample,
+    so the backward reads its inputs from memory as it would after a forward and other layers."""
     thunk()  # warm-up (caches, lazy initialisation, page faults of first-touch outputs)
     t0 = time.perf_counter()
     thunk()
@@ -61,6 +88,8 @@ def time_cpu(
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < repeat:
+        if number == 1:
+            flush_cache()
         t0 = time.perf_counter()
         for _ in range(number):
             thunk()
