@@ -2,11 +2,13 @@
 
 Sections: overview (machines, their facts, unreadable files); history of ``time_backward``
 and ``track_gbps`` per machine with detected changes marked (small multiples of the ``top``
-series, the ones with detected changes first -- never hundreds of lines on one axis); GB/s
-against N per implementation and dtype at each machine's latest commit, with the machine's
-copy bandwidth as the ceiling; a heatmap of ``track_rel_err_dx`` (implementation ×
-distribution/dtype, log colour scale); the regressions table; a link to the asv site.
-Each section says what is missing instead of failing when its data is absent.
+series, the ones with detected changes first -- never hundreds of lines on one axis; the x
+axis is this machine's commits, labelled with short hashes); GB/s against the bytes one
+backward moves (log-log, one line per implementation, one panel per dtype) from the latest
+result of each series, with the machine's copy bandwidth as a dashed line (points above it
+are cache-resident); a heatmap of ``track_rel_err_dx`` (implementation × distribution/dtype,
+log colour scale); the regressions table; a link to the asv site.
+Each section says what is missing instead of failing when its data is absent or all NaN.
 Plots use matplotlib's Agg backend through ``Figure`` objects (no pyplot state).
 """
 
@@ -23,12 +25,24 @@ import numpy as np
 import pandas as pd
 
 from lnbench.report.detect import find_changes, series_columns
+from lnbench.report.hardware import _device
 from lnbench.report.loader import LoadedResults, load_results
 from lnbench.report.regressions import regression_report
 from lnbench.report.render import fmt_value, html_page, regressions_html_body
 
 HISTORY_METRICS = ("time_backward", "track_gbps")
 _UNIT_SCALE = {"seconds": [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")]}
+#: bytes per element of the dtypes the suite uses (others: numpy's itemsize, if it knows them)
+ELT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1,
+             "float8_e5m2": 1}
+MAX_TICK_LABELS = 15
+# 10 colours × 7 marker shapes (coprime): every implementation up to 70 gets its own pair
+_COLORS = [f"C{i}" for i in range(10)]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+
+
+class NoData(Exception):
+    """A plot has nothing to draw; the message says why (it goes into "What is missing")."""
 
 
 def _figure(width: float, height: float) -> Any:
@@ -60,169 +74,379 @@ def _series_label(row: pd.Series | dict[str, Any], params: list[str]) -> str:
     return " ".join(str(row[p]) for p in params if p in row and pd.notna(row[p]))
 
 
+def _usable(frame: pd.DataFrame, machine: str, metric: str) -> pd.DataFrame:
+    """Rows of ``metric`` on ``machine`` with a finite value; raises NoData saying why not."""
+    if frame.empty or not {"machine", "metric", "status", "value"} <= set(frame.columns):
+        raise NoData(f"no {metric} results")
+    rows = frame[(frame["machine"].astype(str) == machine)
+                 & (frame["metric"].astype(str) == metric)]
+    if rows.empty:
+        raise NoData(f"no {metric} results")
+    values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(float)
+    good = rows[rows["status"].astype(str).eq("ok").to_numpy() & np.isfinite(values)]
+    if good.empty:
+        counts = rows["status"].astype(str).value_counts()
+        parts = [f"{counts[k]} {k}" for k in ("failed", "skipped") if counts.get(k)]
+        raise NoData(f"no {metric} results with a value (all {len(rows)} stored are NaN or "
+                     f"missing: {', '.join(parts) or 'not finite'})")
+    return good.assign(value=pd.to_numeric(good["value"], errors="coerce").astype(float))
+
+
+def _latest_per_series(d: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The newest commit's value of each series (median over environments at that commit)."""
+    newest = d.groupby(keys, observed=True)["commit_order"].transform("max")
+    d = d[d["commit_order"] == newest]
+    return (d.assign(commit=d["commit"].astype(str))
+            .groupby(keys, observed=True, as_index=False)
+            .agg(value=("value", "median"), commit=("commit", "first"),
+                 commit_order=("commit_order", "first")))
+
+
+def _commits_note(d: pd.DataFrame) -> str:
+    commits = d.drop_duplicates("commit").sort_values("commit_order")["commit"].astype(str)
+    if len(commits) == 1:
+        return f"at commit {commits.iloc[0][:8]}"
+    return (f"latest result of each series ({len(commits)} commits, newest "
+            f"{commits.iloc[-1][:8]})")
+
+
+def _commit_ticks(ax: Any, labels: list[str], show_labels: bool) -> None:
+    """Integer commit positions 0..n-1, at most MAX_TICK_LABELS of them labelled by hash."""
+    n = len(labels)
+    step = max(1, math.ceil((n - 1) / (MAX_TICK_LABELS - 1)))
+    ticks = list(range(0, n, step))
+    if ticks[-1] != n - 1:  # always label the newest commit
+        ticks = ticks + [n - 1] if len(ticks) < MAX_TICK_LABELS else [*ticks[:-1], n - 1]
+    ax.set_xticks(ticks, [labels[t] for t in ticks] if show_labels else [])
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    ax.set_xlim(-0.5 if n > 1 else -1.0, n - 0.5 if n > 1 else 1.0)
+    ax.xaxis.set_minor_locator(_null_locator())
+
+
+def _null_locator() -> Any:
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
+
+
 def history_plot(
     frame: pd.DataFrame, changes: pd.DataFrame, machine: str, metric: str, params: list[str],
     path: Path, top: int = 12,
-) -> tuple[int, int] | None:
+) -> tuple[int, int]:
     """Small multiples of one machine's ``metric`` series over commits, changes marked.
 
     Shows at most ``top`` series: those with detected changes first (largest first), then
-    the rest in parameter order. Returns (shown, total) or None when there is no data.
+    the rest, longest history first, then in parameter order. The x axis is this machine's
+    commits (positions 0, 1, … in date order, labelled with short hashes). Returns (shown,
+    total); raises NoData.
     """
-    keys = series_columns(frame, params)
-    data = frame[(frame["machine"] == machine) & (frame["metric"] == metric)
-                 & frame["status"].eq("ok")]
-    if data.empty:
-        return None
-    data = data.assign(_key=data[keys].astype(object).fillna("").astype(str).agg("|".join,
-                                                                                 axis=1))
-    ch = changes[(changes["machine"] == machine) & (changes["metric"] == metric)]
+    data = _usable(frame, machine, metric)
+    keys = [k for k in series_columns(frame, params) if k in data.columns]
+
+    def key_of(df: pd.DataFrame) -> pd.Series:
+        return df[keys].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+
+    data = data.assign(_key=key_of(data))
+    ch = pd.DataFrame()
+    if len(changes) and {"machine", "metric", "ratio", "commit_order"} <= set(changes.columns):
+        ch = changes[(changes["machine"].astype(str) == machine)
+                     & (changes["metric"].astype(str) == metric)]
     if len(ch):
-        ch = ch.assign(_key=ch[keys].astype(object).fillna("").astype(str).agg("|".join, axis=1),
-                       _sev=np.abs(np.log(ch["ratio"].astype(float).clip(lower=1e-300))))
-    ranked = list(dict.fromkeys(ch.sort_values("_sev", ascending=False)["_key"])) if len(ch) \
-        else []
-    rest = sorted(set(data["_key"]) - set(ranked))
-    chosen = (ranked + rest)[:top]
+        ratio = pd.to_numeric(ch["ratio"], errors="coerce").astype(float)
+        ch = ch.assign(_key=key_of(ch), _sev=np.abs(np.log(ratio.clip(lower=1e-300))))
+    ranked = (list(dict.fromkeys(ch.sort_values("_sev", ascending=False)["_key"]))
+              if len(ch) else [])
+    ranked = [k for k in ranked if k in set(data["_key"])]
+    npts = data["_key"].value_counts()
+    rest = sorted(set(data["_key"]) - set(ranked), key=lambda k: (-npts[k], k))
+    chosen = (ranked + rest)[:max(1, top)]
     total = data["_key"].nunique()
+
+    commits = (data.assign(commit=data["commit"].astype(str))
+               .drop_duplicates("commit_order").sort_values("commit_order"))
+    pos = {int(o): i for i, o in enumerate(commits["commit_order"])}
+    hashes = [c[:8] for c in commits["commit"]]
+
     ncols = min(3, len(chosen))
     nrows = math.ceil(len(chosen) / ncols)
-    fig = _figure(4.2 * ncols, 2.6 * nrows + 0.6)
+    fig = _figure(4.2 * ncols, 2.6 * nrows + 1.0)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    unit = str(data["unit"].iloc[0])
-    for ax, key in zip(axes.flat, chosen, strict=False):
+    unit = str(data["unit"].iloc[0]) if "unit" in data and pd.notna(data["unit"].iloc[0]) \
+        else ""
+    for i, (ax, key) in enumerate(zip(axes.flat, chosen, strict=False)):
         s = data[data["_key"] == key].sort_values("commit_order")
+        x = s["commit_order"].map(lambda o: pos[int(o)]).to_numpy(float)
         div, label = _scale(s["value"].to_numpy(float), unit)
-        ax.plot(s["commit_order"], s["value"] / div, marker=".", ms=3, lw=0.8, color="#336")
+        ax.plot(x, s["value"] / div, marker="o", ms=5 if len(s) <= 3 else 3, lw=0.8,
+                color="#336")
         for _, c in (ch[ch["_key"] == key].iterrows() if len(ch) else []):
+            at = pos.get(int(c["commit_order"])) if pd.notna(c["commit_order"]) else None
+            if at is None:
+                continue
             color = "#c00" if c["kind"] == "regression" else "#080"
-            ax.axvline(c["commit_order"] - 0.5, color=color, ls="--", lw=1.2)
-            ax.annotate(f"{c['ratio']:.2f}×", (c["commit_order"], c["after"] / div),
-                        color=color, fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.axvline(at - 0.5, color=color, ls="--", lw=1.2)
+            ratio = float(c["ratio"])
+            if math.isfinite(ratio):  # written at the top of the line, always inside the axes
+                ax.annotate(f"{ratio:.2f}×", (at - 0.5, 0.97), xycoords=("data", "axes fraction"),
+                            color=color, fontsize=7, ha="left", va="top", xytext=(3, 0),
+                            textcoords="offset points",
+                            bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
         ax.set_title(_series_label(s.iloc[0], params), fontsize=8)
         ax.set_ylabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        bottom = i + ncols >= len(chosen)  # lowest visible panel of its column
+        _commit_ticks(ax, hashes, show_labels=bottom)
+        if bottom:
+            ax.set_xlabel("commit (date order)", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("commit (in date order)", fontsize=8)
     shown = f"{len(chosen)} of {total} series" + (", changes first" if ranked else "")
-    fig.suptitle(f"{machine}: {metric} history ({shown}; red = regression, green = "
-                 "improvement)", fontsize=10)
+    fig.suptitle(f"{machine}: {metric} history ({shown}; {len(hashes)} commit(s); "
+                 "red = regression, green = improvement)", fontsize=10)
     fig.savefig(path)
     return len(chosen), total
 
 
-def _latest(frame: pd.DataFrame, machine: str, metric: str) -> pd.DataFrame:
-    d = frame[(frame["machine"] == machine) & (frame["metric"] == metric)
-              & frame["status"].eq("ok")]
-    if d.empty:
-        return d
-    return d[d["commit_order"] == d["commit_order"].max()]
+def elt_bytes(dtype: str) -> int | None:
+    """Bytes per element of ``dtype`` (None when unknown)."""
+    if dtype in ELT_BYTES:
+        return ELT_BYTES[dtype]
+    try:
+        return int(np.dtype(dtype).itemsize)
+    except TypeError:
+        return None
+
+
+def bytes_moved(m: int, n: int, elt: int) -> int:
+    """Minimal bytes of one LayerNorm backward over an M×N input.
+
+    Read x and dy, write dx (``3·M·N·elt``); read the saved fp32 mean and rstd (``8·M``);
+    read γ, write dγ and dβ (``3·N·elt``).
+    """
+    return 3 * m * n * elt + 8 * m + 3 * n * elt
+
+
+def _fmt_bytes(v: float, _pos: Any = None) -> str:
+    for name, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= scale:
+            return f"{v / scale:g} {name}"
+    return f"{v:g} B"
+
+
+def _copy_bandwidths(machines: pd.DataFrame, machine: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if machines.empty or "machine" not in machines:
+        return out
+    facts = machines[machines["machine"].astype(str) == machine]
+    if facts.empty:
+        return out
+    for dev in ("cpu", "cuda"):
+        try:
+            v = float(facts.iloc[0].get(f"copy_gbps_{dev}"))
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            out[dev] = v
+    return out
+
+
+def _shape_axis(ax: Any, shapes: pd.DataFrame) -> None:
+    """Shape labels (M×N) on a top axis at each shape's bytes; near-equal ones merged."""
+    pts = shapes.drop_duplicates("shape").sort_values("bytes")
+    groups: list[list[tuple[float, str]]] = []
+    for b, s in zip(pts["bytes"], pts["shape"].astype(str), strict=True):
+        if groups and math.log10(b / groups[-1][-1][0]) < 0.08:
+            groups[-1].append((b, s))
+        else:
+            groups.append([(b, s)])
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([math.exp(np.mean([math.log(b) for b, _ in g])) for g in groups],
+                   ["/".join(s for _, s in g) for g in groups], fontsize=7, rotation=90)
+    top.xaxis.set_minor_locator(_null_locator())
+    top.set_xlabel("shape M×N", fontsize=8)
 
 
 def gbps_plot(
-    frame: pd.DataFrame, machines: pd.DataFrame, machine: str, path: Path, top_impls: int = 10
-) -> bool:
-    """GB/s against N, one panel per dtype, one line per implementation (and M)."""
-    d = _latest(frame, machine, "track_gbps")
-    if d.empty or "shape" not in d or d["shape"].isna().all():
-        return False
-    mn = d["shape"].astype(str).str.extract(r"^(\d+)x(\d+)$").astype(float)
-    d = d.assign(M=mn[0], N=mn[1]).dropna(subset=["M", "N"])
+    frame: pd.DataFrame, machines: pd.DataFrame, machine: str, path: Path,
+    top_impls: int = 30, notes: list[str] | None = None,
+) -> int:
+    """GB/s against bytes moved per backward, one panel per dtype, one line per implementation.
+
+    Uses the latest result of each (impl, shape, dtype) series; the machine's copy bandwidth
+    (facts) is a dashed line, points above it are cache-resident. Gaps in the data (failed
+    or skipped implementations, shapes that are not MxN, unknown dtypes) are appended to
+    ``notes``. Returns the number of implementations drawn; raises NoData.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
+
+    notes = notes if notes is not None else []
+    rows = _usable(frame, machine, "track_gbps")
+    keys = ["impl", "shape", "dtype"]
+    if not set(keys) <= set(rows.columns):
+        raise NoData("no track_gbps results with impl/shape/dtype parameters")
+    all_impls = set(frame.loc[(frame["machine"].astype(str) == machine)
+                              & (frame["metric"].astype(str) == "track_gbps"),
+                              "impl"].dropna().astype(str))
+    d = _latest_per_series(rows.dropna(subset=keys), keys)
+    for k in keys:
+        d[k] = d[k].astype(str)
+    mn = d["shape"].str.extract(r"^(\d+)\s*[x×]\s*(\d+)$").astype(float)
+    elt = d["dtype"].map(elt_bytes).astype(float)
+    d = d.assign(M=mn[0], N=mn[1], elt=elt)
+    bad_shape = sorted(set(d.loc[d["M"].isna(), "shape"]))
+    bad_dtype = sorted(set(d.loc[d["elt"].isna(), "dtype"]))
+    if bad_shape:
+        notes.append(f"track_gbps shapes that are not MxN, not plotted: {', '.join(bad_shape)}")
+    if bad_dtype:
+        notes.append(f"track_gbps dtypes of unknown size, not plotted: {', '.join(bad_dtype)}")
+    d = d.dropna(subset=["M", "N", "elt"])
+    nonpos = d["value"] <= 0
+    if nonpos.any():
+        notes.append(f"{int(nonpos.sum())} track_gbps value(s) ≤ 0 not plotted (log axis)")
+        d = d[~nonpos]
     if d.empty:
-        return False
-    best = d.groupby("impl", observed=True)["value"].max().sort_values(ascending=False)
-    impls = list(best.index[:top_impls])
-    dtypes = sorted(d["dtype"].astype(str).unique())
-    fig = _figure(5.2 * len(dtypes), 4.6 + 0.2 * math.ceil(len(impls) / 5))
-    axes = fig.subplots(1, len(dtypes), squeeze=False)[0]
-    facts = machines[machines["machine"] == machine]
-    copies = {}
-    if len(facts):
-        for dev in ("cpu", "cuda"):
-            v = facts.iloc[0].get(f"copy_gbps_{dev}")
-            if v is not None and pd.notna(v):
-                copies[dev] = float(v)
-    styles = ["-", "--", ":", "-."]
-    ms = sorted(d["M"].unique())
-    colors = {impl: f"C{i % 10}" for i, impl in enumerate(impls)}
-    for ax, dt in zip(axes, dtypes, strict=True):
-        sub = d[(d["dtype"].astype(str) == dt) & d["impl"].isin(impls)]
+        raise NoData("no track_gbps results with an MxN shape, a known dtype and a value > 0")
+    d = d.assign(bytes=[bytes_moved(int(m), int(n), int(e))
+                        for m, n, e in zip(d["M"], d["N"], d["elt"], strict=True)])
+    no_value = sorted(all_impls - set(d["impl"]))
+    if no_value:
+        notes.append(f"no GB/s value (failed, skipped or not MxN) for {len(no_value)} "
+                     f"implementation(s): {', '.join(no_value)}")
+
+    best = d.groupby("impl")["value"].max().sort_values(ascending=False)
+    impls = sorted(best.index[:top_impls])
+    if len(best) > top_impls:
+        notes.append(f"GB/s plot shows the {top_impls} fastest of {len(best)} implementations")
+    style = {impl: (_COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)])
+             for i, impl in enumerate(impls)}
+    dtypes = _dtype_order(d["dtype"].unique())
+    copies = _copy_bandwidths(machines, machine)
+
+    ncols = min(2, len(dtypes))
+    nrows = math.ceil(len(dtypes) / ncols)
+    legend_cols = 1 if len(impls) <= 24 else 2
+    height = max(4.4 * nrows + 0.8, 0.2 * math.ceil(len(impls) / legend_cols) + 1.5)
+    fig = _figure(5.6 * ncols + 1.9 * legend_cols, height)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, dt in zip(axes.flat, dtypes, strict=False):
+        sub = d[(d["dtype"] == dt) & d["impl"].isin(impls)]
         for impl in impls:
-            for j, m in enumerate(ms):
-                line = sub[(sub["impl"] == impl) & (sub["M"] == m)].sort_values("N")
-                if line.empty:
-                    continue
-                ax.plot(line["N"], line["value"], styles[j % len(styles)], marker="o", ms=3,
-                        color=colors[impl], label=f"{impl}" if j == 0 or len(ms) == 1 else None)
-        cpu_impls = sub["impl"].astype(str).str.split(".").str[0].isin(["numpy", "numba"])
-        for dev, v in copies.items():
-            if dev == "cuda" or cpu_impls.any() or "cuda" not in copies:
-                ax.axhline(v, color="grey", ls="--", lw=1)
-                ax.annotate(f"copy ({dev}) {v:.4g} GB/s", (0.01, v),
-                            xycoords=("axes fraction", "data"), fontsize=7, color="grey",
-                            va="bottom")
-        ax.set_xscale("log", base=2)
-        ns = sorted(d["N"].unique())
-        ax.set_xticks(ns, [f"{int(n)}" for n in ns], fontsize=7)
-        ax.minorticks_off()
-        ax.set_xlabel("N (row length)")
-        ax.set_ylabel("GB/s")
-        ax.set_title(dt)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if len(ms) > 1:
-        from matplotlib.lines import Line2D
-
-        handles += [Line2D([], [], color="k", ls=styles[j % len(styles)]) for j in range(len(ms))]
-        labels += [f"M={int(m)}" for m in ms]
-    fig.legend(handles, labels, loc="outside lower center", fontsize=7,
-               ncols=min(5, max(1, len(labels))))
-    commit = str(d["commit"].iloc[0])[:8]
-    fig.suptitle(f"{machine}: backward GB/s vs N at commit {commit}", fontsize=10)
+            line = sub[sub["impl"] == impl].sort_values("bytes")
+            if line.empty:
+                continue
+            color, marker = style[impl]
+            ax.plot(line["bytes"], line["value"], "-", marker=marker, ms=5, lw=1.1,
+                    color=color, alpha=0.9)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_bytes))
+        ax.tick_params(labelsize=8)
+        lo, hi = ax.get_ylim()
+        # the copy bandwidth of the devices this panel's implementations run on
+        devs = {_device(str(i), {"copy_gbps_cuda": copies.get("cuda")}) for i in sub["impl"]}
+        ceil = sorted((v, dev) for dev, v in copies.items() if dev in devs)
+        if ceil:
+            lo, hi = min(lo, ceil[0][0] / 3), max(hi, ceil[-1][0]) * 5.0  # room for labels
+            ax.axhspan(ceil[-1][0], hi * 10, color="grey", alpha=0.07, lw=0)
+        for v, dev in ceil:
+            ax.axhline(v, color="dimgrey", ls="--", lw=1.3)
+            ax.annotate(f"copy bandwidth ({dev}) {v:.4g} GB/s", (0.01, v),
+                        xycoords=("axes fraction", "data"), fontsize=7, color="dimgrey",
+                        va="bottom", xytext=(0, 2), textcoords="offset points")
+            what = "points" if len(ceil) == 1 else f"{dev} implementations"
+            ax.annotate(f"{what} above the copy bandwidth: cache-resident", (0.99, v),
+                        xycoords=("axes fraction", "data"), fontsize=7.5, color="#444",
+                        ha="right", va="bottom", xytext=(0, 14), textcoords="offset points",
+                        style="italic")
+        ax.set_ylim(lo, hi)
+        _shape_axis(ax, sub if len(sub) else d[d["dtype"] == dt])
+        ax.set_xlabel("bytes moved per backward = 3·M·N·elt + 8·M + 3·N·elt", fontsize=8)
+        ax.set_ylabel("GB/s", fontsize=9)
+        ax.set_title(f"{dt} (elt = {ELT_BYTES.get(dt, elt_bytes(dt))} B)", fontsize=10)
+        ax.grid(alpha=0.3, which="major")
+        ax.grid(alpha=0.1, which="minor")
+    for ax in list(axes.flat)[len(dtypes):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=style[i][0], marker=style[i][1], ms=5, lw=1.1)
+               for i in impls]
+    fig.legend(handles, impls, loc="outside right upper", fontsize=8, ncols=legend_cols,
+               title="implementation", title_fontsize=8, frameon=False)
+    if not copies:
+        notes.append("no copy bandwidth in the machine facts: the GB/s plot has no ceiling")
+    fig.suptitle(f"{machine}: backward GB/s vs bytes moved, {_commits_note(d)}", fontsize=10)
     fig.savefig(path)
-    return True
+    return len(impls)
 
 
-def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> bool:
-    """rel_err of dx: implementation × (dist, dtype), worst over shapes, log colour scale."""
+def _dtype_order(dtypes: Any) -> list[str]:
+    """Widest dtype first (float64, float32, bfloat16, float16), unknown ones last."""
+    return sorted(map(str, dtypes), key=lambda t: (-(elt_bytes(t) or 0), t))
+
+
+def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> tuple[int, int]:
+    """rel_err of dx: implementation × distribution, one panel per dtype, worst over shapes.
+
+    Log colour scale shared by the panels; uses the latest result of each series. Returns
+    (implementations, dtypes); raises NoData.
+    """
     from matplotlib.colors import LogNorm
 
-    d = _latest(frame, machine, "track_rel_err_dx")
-    if d.empty or "dist" not in d:
-        return False
-    d = d.assign(col=d["dist"].astype(str) + "\n" + d["dtype"].astype(str))
-    table = d.pivot_table(index="impl", columns="col", values="value", aggfunc="max",
-                          observed=True)
-    if table.empty:
-        return False
-    vals = table.to_numpy(float)
-    pos = vals[np.isfinite(vals) & (vals > 0)]
+    rows = _usable(frame, machine, "track_rel_err_dx")
+    keys = [k for k in ("impl", "shape", "dtype", "dist") if k in rows.columns]
+    if not {"impl", "dtype", "dist"} <= set(keys):
+        raise NoData("no track_rel_err_dx results with impl/dtype/dist parameters")
+    d = _latest_per_series(rows.dropna(subset=keys), keys)
+    for k in keys:
+        d[k] = d[k].astype(str)
+    impls = sorted(d["impl"].unique())
+    dists = sorted(d["dist"].unique())
+    dtypes = _dtype_order(d["dtype"].unique())
+    if not impls:
+        raise NoData("no track_rel_err_dx results with a value")
+    tables = {dt: d[d["dtype"] == dt].pivot_table(index="impl", columns="dist", values="value",
+                                                   aggfunc="max")
+              .reindex(index=impls, columns=dists) for dt in dtypes}
+    allv = np.concatenate([t.to_numpy(float).ravel() for t in tables.values()])
+    pos = allv[np.isfinite(allv) & (allv > 0)]
     floor = float(pos.min()) if len(pos) else 1e-16
-    shown = np.where(np.isfinite(vals), np.maximum(vals, floor), np.nan)
-    fig = _figure(1.3 * table.shape[1] + 3.5, 0.45 * table.shape[0] + 2.2)
-    ax = fig.subplots()
-    vmax = float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0
-    im = ax.imshow(np.ma.masked_invalid(shown), cmap="viridis", aspect="auto",
-                   norm=LogNorm(vmin=floor, vmax=max(vmax, floor * 10)))
-    ax.set_facecolor("#ddd")
-    ax.set_xticks(range(table.shape[1]), table.columns, fontsize=8)
-    ax.set_yticks(range(table.shape[0]), table.index, fontsize=8)
-    for i in range(vals.shape[0]):
-        for j in range(vals.shape[1]):
-            v = vals[i, j]
-            dark = np.isfinite(v) and im.norm(max(v, floor)) < 0.6  # viridis: dark low end
-            ax.text(j, i, f"{v:.1e}" if np.isfinite(v) else "n/a", ha="center", va="center",
-                    fontsize=7, color="white" if dark else "black")
-    fig.colorbar(im, ax=ax, label="relative error of dx (max over shapes)")
-    ax.set_xlabel("input distribution / dtype")
-    ax.set_ylabel("implementation")
-    commit = str(d["commit"].iloc[0])[:8]
-    ax.set_title(f"{machine}: dx relative error at commit {commit}", fontsize=10)
+    vmax = float(pos.max()) if len(pos) else 1.0
+    norm = LogNorm(vmin=floor, vmax=max(vmax, floor * 10))
+
+    ncols = min(2, len(dtypes))
+    nrows = math.ceil(len(dtypes) / ncols)
+    label_w = 0.09 * max(len(i) for i in impls) + 0.4
+    fig = _figure(ncols * (0.85 * len(dists) + 0.3) + label_w + 1.4,
+                  max(3.6, nrows * (0.3 * len(impls) + 1.0) + 0.8))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    im = None
+    for k, (ax, dt) in enumerate(zip(axes.flat, dtypes, strict=False)):
+        vals = tables[dt].to_numpy(float)
+        shown = np.where(np.isfinite(vals), np.maximum(vals, floor), np.nan)
+        im = ax.imshow(np.ma.masked_invalid(shown), cmap="viridis", aspect="auto", norm=norm)
+        ax.set_facecolor("#ddd")
+        ax.set_xticks(range(len(dists)), dists, fontsize=8)
+        ax.set_yticks(range(len(impls)), impls if k % ncols == 0 else [], fontsize=8)
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                v = vals[i, j]
+                dark = np.isfinite(v) and norm(max(v, floor)) < 0.6  # viridis: dark low end
+                ax.text(j, i, f"{v:.1e}" if np.isfinite(v) else "n/a", ha="center",
+                        va="center", fontsize=7, color="white" if dark else "black")
+        ax.set_title(dt, fontsize=9)
+        if k % ncols == 0:
+            ax.set_ylabel("implementation", fontsize=8)
+        if k + ncols >= len(dtypes):
+            ax.set_xlabel("input distribution", fontsize=8)
+    for ax in list(axes.flat)[len(dtypes):]:
+        ax.set_visible(False)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes.flat[:len(dtypes)]),
+                     label="relative error of dx (worst shape)")
+    fig.suptitle(f"{machine}: dx relative error, {_commits_note(d)}", fontsize=10)
     fig.savefig(path)
-    return True
+    return len(impls), len(dtypes)
 
 
 def _machines_html(loaded: LoadedResults) -> str:
@@ -283,42 +507,54 @@ def build_dashboard(
 
     sections: dict[str, list[str]] = {"history": [], "gbps": [], "accuracy": []}
     for machine in machines:
-        mine = changes[(changes["machine"] == machine)
+        mine = changes[(changes["machine"].astype(str) == machine)
                        & changes["metric"].astype(str).str.contains("rel_err")] if len(
             changes) else changes
         acc_changed = sorted(set(mine["metric"].astype(str))) if len(mine) else []
         for metric in [*HISTORY_METRICS, *acc_changed]:
             name = f"history-{_slug(machine)}-{_slug(metric)}.png"
-            got = history_plot(frame, changes, machine, metric, params, out / name, top)
-            if got is None:
-                missing.append(f"{machine}: no {metric} results")
+            try:
+                got = history_plot(frame, changes, machine, metric, params, out / name, top)
+            except NoData as exc:
+                missing.append(f"{machine}: {exc}")
                 continue
             sections["history"].append(
                 f'<figure><img src="{name}" alt="{html.escape(machine)} {metric} history">'
                 f"<figcaption>{got[0]} of {got[1]} {metric} series on "
                 f"{html.escape(machine)}</figcaption></figure>")
         name = f"gbps-{_slug(machine)}.png"
-        if gbps_plot(frame, loaded.machines, machine, out / name):
-            sections["gbps"].append(f'<img src="{name}" alt="GB/s vs N on {machine}">')
-        else:
-            missing.append(f"{machine}: no track_gbps results with an MxN shape")
+        notes: list[str] = []
+        try:
+            n_impls = gbps_plot(frame, loaded.machines, machine, out / name, notes=notes)
+            sections["gbps"].append(
+                f'<figure><img src="{name}" alt="GB/s vs bytes moved on {html.escape(machine)}">'
+                f"<figcaption>{n_impls} implementation(s) on {html.escape(machine)}; bytes = "
+                "3·M·N·elt + 8·M + 3·N·elt (x, dy, dx; fp32 mean and rstd; γ, dγ, dβ); points "
+                "above the copy bandwidth line are cache-resident</figcaption></figure>")
+        except NoData as exc:
+            missing.append(f"{machine}: {exc}")
+        missing.extend(f"{machine}: {n}" for n in notes)
         name = f"accuracy-{_slug(machine)}.png"
-        if accuracy_heatmap(frame, machine, out / name):
-            sections["accuracy"].append(f'<img src="{name}" alt="dx error on {machine}">')
-        else:
-            missing.append(f"{machine}: no track_rel_err_dx results")
+        try:
+            accuracy_heatmap(frame, machine, out / name)
+            sections["accuracy"].append(
+                f'<img src="{name}" alt="dx error on {html.escape(machine)}">')
+        except NoData as exc:
+            missing.append(f"{machine}: {exc}")
 
     titles = {"history": "History (detected changes marked)",
-              "gbps": "Bandwidth vs row length (latest commit)",
-              "accuracy": "Accuracy: relative error of dx (latest commit)"}
+              "gbps": "Bandwidth vs bytes moved (latest result of each series)",
+              "accuracy": "Accuracy: relative error of dx (latest result of each series)"}
     for key, title in titles.items():
         body.append(f"<h2>{title}</h2>")
-        body.append("\n".join(sections[key]) or "<p>No data for this section.</p>")
+        body.append("\n".join(sections[key]) or '<p>No data for this section (see <a '
+                    'href="#missing">What is missing</a>).</p>')
     body.append("<h2>Regressions and improvements (all detected; 'resolved' = no longer "
                 "visible at the latest commit)</h2>")
     body.append(regressions_html_body({**doc, "errors": []}))
+    missing = list(dict.fromkeys(missing))  # history and GB/s plot may miss the same metric
     if missing:
-        body.append("<h2>What is missing</h2><ul>" + "".join(
+        body.append('<h2 id="missing">What is missing</h2><ul>' + "".join(
             f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>")
     index = out / "index.html"
     index.write_text(html_page("lnbench dashboard", "\n".join(body)), encoding="utf-8")
