@@ -4,7 +4,8 @@ Without a GPU (this project's CPU machines) the GPU tests skip with the reason, 
 still check what can be checked here:
 - the modules import and list their implementations without CuPy, Triton or a device;
 - the launch plans cover every row and column;
-- the CUDA C++ compiles for sm_90 with ``nvcc`` (register use without spills on the anchor grid);
+- the CUDA C++ compiles for sm_90 with ``nvcc`` (register use without spills on the anchor grid),
+  and through CuPy's own NVRTC path where a libnvrtc is installed;
 - the CUDA C++ *runs* correctly on the CPU: it is compiled with g++ against a small shim that runs
   each CUDA thread as a host thread (``__syncthreads`` and warp shuffles as barriers), and its
   gradients are judged against the exact reference, like any implementation.
@@ -149,6 +150,43 @@ def test_cuda_source_compiles_for_sm90_without_spills(tmp_path: Path) -> None:
     hot = {_mangled_prefix(p) for p in anchor}
     bad = {e: s for e, s in spills.items() if s and any(e.startswith(h) for h in hot)}
     assert not bad, f"spilling kernels on the anchor grid: {bad}"
+
+
+NVRTC_SCRIPT = r"""
+import json, sys
+try:
+    from cupy.cuda import compiler
+    major, minor = compiler._get_nvrtc_version()
+except Exception as e:  # no CuPy, or no libnvrtc for it: the test skips with this line
+    print(json.dumps({"skip": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}))
+    sys.exit(0)
+from lnbench.impls import cupy_fused
+names = json.loads(sys.argv[1])
+# CuPy asks the device for its arch only here; the rest of its NVRTC path (options, name
+# expressions, lowered names, cubin) is what cupy.RawModule runs on a GPU.
+compiler._get_arch_for_options_for_nvrtc = lambda arch=None: ("-arch=sm_90", "cubin")
+obj, mapping = compiler.compile_using_nvrtc(cupy_fused.CUDA_SOURCE, options=("--std=c++17",),
+                                            arch="90", name_expressions=names)
+print(json.dumps({"nvrtc": [major, minor], "bytes": len(obj), "lowered": sorted(mapping)}))
+"""
+
+
+def test_cuda_source_compiles_with_cupys_nvrtc_for_sm90() -> None:
+    """The path cupy.RawModule takes on a GPU (NVRTC, with CuPy's own options), minus the
+    device query. Runs where CuPy and a libnvrtc it can load are installed (e.g. cupy-cuda12x with
+    nvidia-cuda-nvrtc-cu12); skips elsewhere, as in CI."""
+    import json
+
+    plans = [cupy_fused.plan(M, N, dt, 132) for M, N in [*FULL_SHAPES, *ANCHOR_SHAPES, (9, 20000)]
+             for dt in DTYPES]
+    names = sorted({n for p in plans for n in (p.rows_kernel, p.reduce_kernel)})
+    r = subprocess.run([sys.executable, "-c", NVRTC_SCRIPT, json.dumps(names)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if "skip" in out:
+        pytest.skip(f"CuPy's NVRTC is not usable here: {out['skip']}")
+    assert out["lowered"] == names and out["bytes"] > 0
 
 
 def _mangled_prefix(p: cupy_fused.Plan) -> str:

@@ -81,6 +81,7 @@ for _v, _doc in SEED_NAMES.items():
                 dtypes=_DTYPES[_array],
                 affine=AFFINE[_v],
                 saved="seed-cache",
+                requires=("array_api_compat",),
                 doc=_doc + f" on {'NumPy' if _array == 'numpy' else 'CuPy'}",
             )
         )
@@ -96,6 +97,7 @@ add(
         device=torch_device(),
         affine=True,
         saved="seed-cache",
+        requires=("array_api_compat",),
         doc="seed kevin_layernorm_backward on torch eager tensors",
     )
 )

@@ -1,0 +1,186 @@
+"""scripts/gpu-check on machines without a usable GPU: the paths a GPU box can take before anything
+is measured (no GPU, lnbench not importable, CPU-only torch, carried wheels) and the bar's
+arithmetic on hand-written points. Nothing here measures; the GPU run itself is in docs/gpu.md."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu-check"
+
+
+def _load():
+    loader = importlib.machinery.SourceFileLoader("gpu_check_script", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("gpu_check_script", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def gc():
+    return _load()
+
+
+@pytest.fixture
+def fake_gpu(tmp_path: Path) -> Path:
+    """A PATH folder whose nvidia-smi lists one GPU (what gpu-check asks first)."""
+    b = tmp_path / "bin"
+    b.mkdir()
+    smi = b / "nvidia-smi"
+    smi.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-test)"\n')
+    smi.chmod(0o755)
+    return b
+
+
+def _run(args: list[str], env_extra: dict[str, str], path_first: Path | None = None):
+    env = dict(os.environ)
+    env.pop("OUT", None)
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
+    env.update(env_extra)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+
+
+def test_without_a_gpu_it_says_so_and_exits_0(tmp_path: Path) -> None:
+    empty = tmp_path / "nobin"
+    empty.mkdir()
+    env = {"PATH": f"{empty}{os.pathsep}{Path(sys.executable).parent}"}
+    r = _run([str(tmp_path / "out"), "--no-install"], env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SKIP: no NVIDIA GPU here" in r.stdout
+    rep = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert rep["status"] == "skipped" and "no NVIDIA GPU" in rep["reason"]
+
+
+def test_lnbench_not_importable_is_one_line_and_exit_2(tmp_path: Path, fake_gpu: Path) -> None:
+    block = tmp_path / "block" / "ml_dtypes"
+    block.mkdir(parents=True)
+    (block / "__init__.py").write_text("raise ImportError('ml_dtypes blocked by the test')\n")
+    r = _run([str(tmp_path / "out"), "--no-install", "--no-tests", "--wheels",
+              str(tmp_path / "none")], {"PYTHONPATH": str(block.parent)}, fake_gpu)
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = [ln for ln in r.stdout.splitlines() if "ERROR" in ln]
+    assert len(err) == 1 and "ml_dtypes" in err[0] and "scripts/gpu-prep" in err[0]
+    rep = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert rep["status"] == "error" and "ml_dtypes" in rep["reason"]
+    assert not (tmp_path / "out" / "gpu-check.jsonl").exists()  # nothing measured
+
+
+def test_cpu_only_torch_on_a_gpu_box_stops_with_the_reason(tmp_path: Path,
+                                                           fake_gpu: Path) -> None:
+    import torch
+
+    if torch.version.cuda:
+        pytest.skip("this torch is a CUDA build")
+    r = _run([str(tmp_path / "out"), "--no-install", "--no-tests", "--wheels",
+              str(tmp_path / "none")], {}, fake_gpu)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "torch cannot use the GPU" in r.stdout
+    rep = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert rep["status"] == "skipped" and "CPU-only build" in rep["missing"]["torch"]
+
+
+def _wheel(folder: Path, name: str, body: str) -> Path:
+    """A minimal valid wheel (PEP 427) holding one module, made without any network."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / f"{name}-1.0-py3-none-any.whl"
+    di = f"{name}-1.0.dist-info"
+    files = {f"{name}/__init__.py": body,
+             f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                            "Tag: py3-none-any\n"}
+    files[f"{di}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{di}/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for f, text in files.items():
+            z.writestr(f, text)
+    return whl
+
+
+def test_carried_wheels_reach_every_process_it_starts(gc, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    _wheel(tmp_path / "whl", "lnbench_wheel_probe", "VALUE = 42\n")
+    report: dict = {}
+    gc.use_wheels(tmp_path / "whl", report)
+    assert report["wheels"]["rc"] == 0, report
+    assert report["wheels"]["files"] == ["lnbench_wheel_probe-1.0-py3-none-any.whl"]
+    r = subprocess.run([sys.executable, "-c", "import lnbench_wheel_probe as m, lnbench;"
+                        " print(m.VALUE)"], capture_output=True, text=True, cwd="/",
+                       env=dict(os.environ), timeout=60)
+    assert r.stdout.strip() == "42", r.stderr
+    assert gc.lnbench_import_problem() is None
+
+
+def test_a_broken_wheel_is_reported_not_fatal(gc, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    (tmp_path / "whl").mkdir()
+    (tmp_path / "whl" / "broken-1.0-py3-none-any.whl").write_text("not a zip")
+    report: dict = {}
+    gc.use_wheels(tmp_path / "whl", report)
+    assert report["wheels"]["rc"] != 0
+    assert os.environ["PYTHONPATH"] == ""  # nothing half-installed put on the path
+
+
+def _pt(impl: str, kind: str, case: str, gbps: float | None, *, status: str = "ok",
+        det: bool = True, copy: float = 3000.0) -> dict:
+    return {"type": "point", "impl": impl, "kind": kind, "case": case, "status": status,
+            "gbps": gbps, "pct_copy": None if gbps is None else 100 * gbps / copy,
+            "deterministic": det, "M": 1, "N": 1, "dtype": "float32", "reason": ""}
+
+
+def test_bar_needs_geomean_85_every_point_and_beating_every_peer(gc) -> None:
+    pts = [_pt("cupy.fused", "custom", "a", 2700), _pt("cupy.fused", "custom", "b", 2700),
+           _pt("triton.fused", "custom", "a", 2700), _pt("triton.fused", "custom", "b", 2000),
+           _pt("liger", "peer", "a", 2600), _pt("liger", "peer", "b", 2100),
+           _pt("torch.native", "vendor", "b", 900)]
+    s = gc.summarize(pts)
+    assert s["cupy.fused"]["meets_bar"] and s["cupy.fused"]["geomean_pct_copy"] == pytest.approx(90)
+    t = s["triton.fused"]
+    assert not t["meets_bar"]
+    assert [b["case"] for b in t["below_best_peer"]] == ["b"]
+    assert t["below_best_peer"][0]["best_peer"] == "liger"
+
+
+@pytest.mark.parametrize("change", ["missing", "wrong", "nondeterministic", "slow"])
+def test_bar_fails_for_each_reason(gc, change: str) -> None:
+    pts = [_pt("cupy.fused", "custom", c, 2800) for c in "abc"] + [
+        _pt("liger", "peer", c, 1000) for c in "abc"]
+    if change == "missing":
+        pts = [p for p in pts if not (p["impl"] == "cupy.fused" and p["case"] == "c")]
+        pts.append(_pt("cupy.fused", "custom", "c", None, status="error"))
+    elif change == "wrong":
+        pts[2] = _pt("cupy.fused", "custom", "c", 2800, status="fail")
+    elif change == "nondeterministic":
+        pts[1] = _pt("cupy.fused", "custom", "b", 2800, det=False)
+    else:
+        pts = [_pt("cupy.fused", "custom", c, 2000) for c in "abc"] + pts[3:]
+    s = gc.summarize(pts)["cupy.fused"]
+    assert not s["meets_bar"], (change, s)
+
+
+def test_render_names_the_card_and_marks_wrong_results(gc) -> None:
+    pts = [_pt("cupy.fused", "custom", "4096x1024-float32-normal", 2700),
+           _pt("torch.native", "vendor", "4096x1024-float32-normal", 1000, status="fail")]
+    for p in pts:
+        p.update(M=4096, N=1024, rel_err={"dx": 1e-7, "dgamma": 1e-7, "dbeta": 1e-7},
+                 median_s=1e-5, workspace_bytes=0)
+    rep = {"points": pts, "shapes": [[4096, 1024]], "device": {"name": "NVIDIA H100 80GB HBM3"},
+           "copy_gbps": 3000.0, "summary": gc.summarize(pts), "tests": {"summary": "5 passed"}}
+    md = gc.render(rep)
+    assert "NVIDIA H100 80GB HBM3" in md and "3000 GB/s" in md
+    assert "| cupy.fused | 2700 (90%) |" in md and "| torch.native | 1000 WRONG |" in md
