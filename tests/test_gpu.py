@@ -152,6 +152,30 @@ def test_cuda_source_compiles_for_sm90_without_spills(tmp_path: Path) -> None:
     assert not bad, f"spilling kernels on the anchor grid: {bad}"
 
 
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_cuda_rows_kernels_use_128_bit_loads_and_stores(tmp_path: Path) -> None:
+    """On the anchor grid (fp32/fp16/bf16) every stage-1 kernel reads x and dy and writes dx as
+    16-byte vectors (PTX ld.global.nc.v4 / st.global.v4), never as scalar elements."""
+    import re
+
+    plans = [cupy_fused.plan(M, N, dt, 132) for M, N in ANCHOR_SHAPES
+             for dt in ("float32", "float16", "bfloat16")]
+    src = tmp_path / "k.cu"
+    src.write_text(cupy_fused.CUDA_SOURCE + _instances(plans))
+    r = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-std=c++17", "-o", str(tmp_path / "k.ptx"),
+                        str(src)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    entries = re.split(r"\.entry ", (tmp_path / "k.ptx").read_text())[1:]
+    rows = {e.split("(")[0]: e for e in entries if e.startswith("_Z11ln_bwd_rows")}
+    for p in plans:
+        assert any(n.startswith(_mangled_prefix(p)) for n in rows), p
+    for name, body in rows.items():
+        v4_ld = len(re.findall(r"ld\.global\.nc\.v4\.", body))
+        v4_st = len(re.findall(r"st\.global\.v4\.", body))
+        scalar16 = len(re.findall(r"ld\.global(?:\.nc)?\.(?:u16|b16|f16)", body))
+        assert v4_ld >= 2 and v4_st >= 1 and scalar16 == 0, (name, v4_ld, v4_st, scalar16)
+
+
 NVRTC_SCRIPT = r"""
 import json, sys
 try:

@@ -106,7 +106,7 @@ def test_plan_covers_every_row(M: int, N: int, dtype: str) -> None:
 # Compiled in a fresh process: after Triton's interpreter has run in a process, compiling a
 # @triton.jit kernel there fails (triton 3.9: "'block_argument' object has no attribute 'dtype'").
 AOT_SCRIPT = """
-import json, os, subprocess, sys, tempfile
+import json, os, re, subprocess, sys, tempfile
 import triton
 from lnbench.impls import triton_fused
 exe = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -121,8 +121,12 @@ for M, N, dtype in json.loads(sys.argv[1]):
                                   text=True, timeout=60, check=True).stdout
         fields = dict(tok.split(":", 1) for line in dump.splitlines() if "REG:" in line
                       for tok in line.split() if ":" in tok)
+        ptx = c.asm["ptx"]
         out.append({"case": [M, N, dtype], "kernel": name, "regs": int(fields["REG"]),
-                    "local": int(fields["LOCAL"]), "warps": c.metadata.num_warps})
+                    "local": int(fields["LOCAL"]), "warps": c.metadata.num_warps,
+                    "v4_loads": len(re.findall(r"ld\\.global[.:\\w]*\\.v4\\.", ptx)),
+                    "v4_stores": len(re.findall(r"st\\.global[.:\\w]*\\.v4\\.", ptx)),
+                    "b16_loads": len(re.findall(r"ld\\.global[.:\\w]*\\.b16", ptx))})
 print(json.dumps(out))
 """
 
@@ -152,3 +156,13 @@ def test_kernels_compile_for_sm90_without_spills(sm90_usage: list[dict]) -> None
     for u in sm90_usage:
         assert u["local"] == 0, f"spills: {u}"
         assert u["regs"] * 32 * u["warps"] <= 65536, f"too many registers: {u}"
+
+
+def test_rows_kernels_use_128_bit_loads_and_stores(sm90_usage: list[dict]) -> None:
+    """Compiled as the JIT would specialize them at launch (aligned pointers, N % 16 == 0), the
+    anchor grid's row kernels read x and dy and write dx as 128-bit vectors, never element by
+    element (16-bit scalar loads were all there was before the specialization was mirrored)."""
+    rows = [u for u in sm90_usage if u["kernel"] in ("rows", "rows_wide")]
+    assert len(rows) == len(ANCHOR_SHAPES) * 3
+    for u in rows:
+        assert u["v4_loads"] >= 2 and u["v4_stores"] >= 1 and u["b16_loads"] == 0, u

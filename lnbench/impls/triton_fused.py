@@ -301,10 +301,22 @@ def aot_compile(p: Plan, arch: int = 90) -> dict[str, Any]:
                         {"BLOCK_M": p.block_m, "BLOCK_N": p.block_n, "ACC": acc}, p.num_warps)
     sigs["reduce"] = ({"PDW": f"*{a}", "PDB": f"*{a}", "DW": f"*{t}", "DB": f"*{t}", "G": "i32",
                        "N": "i32"}, {"BLOCK_G": REDUCE_G, "BLOCK_C": REDUCE_C, "ACC": acc}, 4)
+    # What Triton's JIT specializes at launch (fused_backward): 16-byte-aligned pointers and
+    # 32-bit ints divisible by 16 get tt.divisibility=16, which is what lets it emit 128-bit
+    # vector loads. Every buffer is a fresh torch allocation except part[1], which starts
+    # programs·N accumulator elements into the workspace.
+    acc_size = 8 if p.dtype == "float64" else 4
+    ints = {"M": p.M, "N": p.N, "rows_per_program": p.rows_per_program, "G": p.programs}
+    aligned_pdb = (p.programs * p.N * acc_size) % 16 == 0
     out = {}
     for name, (sig, consts, warps) in sigs.items():
+        fn = k[name]
+        div16 = [a for a, ty in sig.items()
+                 if (ty.startswith("*") and (a != "PDB" or aligned_pdb))
+                 or (ty == "i32" and ints[a] % 16 == 0)]
+        attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in div16}
         sig = sig | {c: "constexpr" for c in consts}
-        src = ASTSource(k[name], sig, constexprs=consts)
+        src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
         out[name] = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                    options={"num_warps": warps, "enable_fp_fusion": True})
     return out
