@@ -184,3 +184,124 @@ def test_render_names_the_card_and_marks_wrong_results(gc) -> None:
     md = gc.render(rep)
     assert "NVIDIA H100 80GB HBM3" in md and "3000 GB/s" in md
     assert "| cupy.fused | 2700 (90%) |" in md and "| torch.native | 1000 WRONG |" in md
+
+
+# --------------------------------------------------------------------------- orchestration
+# The CPU stands in for the GPU (a sitecustomize that only this test puts on PYTHONPATH), so the
+# real script runs end to end: workers, a crashing backend, a sticky CUDA error, an out-of-memory
+# point, a wrong result, a plugin that does not load, resumption, the report. The timings it
+# takes are CPU timings inside a temp folder; nothing is kept.
+
+STANDIN = '''
+import os
+if os.environ.get("LNBENCH_CPU_STANDS_IN_FOR_GPU") == "1":
+    import time
+    import torch
+    torch.version.cuda = "standin"
+    torch.cuda.is_available = lambda: True
+    import lnbench.arrays as A
+    _to, _un = A.to_array, A.unavailable
+    A.to_array = lambda a, array, device="cpu": _to(a, array, "cpu" if device == "cuda" else device)
+    A.unavailable = lambda array, device: (None if (array, device) == ("torch", "cuda")
+                                           else _un(array, device))
+    import lnbench.measure.cuda as mc
+    def time_cuda(thunk, *, warmup=3, rep=20, flush_l2=True):
+        for _ in range(warmup):
+            thunk()
+        out = []
+        for _ in range(rep):
+            t = time.perf_counter()
+            thunk()
+            out.append(time.perf_counter() - t)
+        return out
+    mc.time_cuda = time_cuda
+    mc.estimate_reps = lambda thunk, **k: 3
+    mc.cuda_workspace_bytes = lambda thunk: 0
+    mc.copy_bandwidth_cuda = lambda *a, **k: 10.0
+    mc.device_info = lambda: {"name": "CPU standing in for a GPU", "sms": 2}
+    mc.free_device_memory = lambda: None
+'''
+
+PLUGIN = '''
+import os
+import torch
+from lnbench import register
+
+def _bwd(dy, x, gamma, mean, rstd):
+    d = torch.float64
+    xh = (x.to(d) - mean.to(d).reshape(-1, 1)) * rstd.to(d).reshape(-1, 1)
+    g = dy.to(d) * gamma.to(d)
+    dx = rstd.to(d).reshape(-1, 1) * (g - g.mean(1, keepdim=True)
+                                      - xh * (g * xh).mean(1, keepdim=True))
+    t = x.dtype
+    return dx.to(t), (dy.to(d) * xh).sum(0).to(t), dy.to(d).sum(0).to(t)
+
+def ok(dy, x, gamma, mean, rstd, eps):
+    return _bwd(dy, x, gamma, mean, rstd)
+
+def wrong(dy, x, gamma, mean, rstd, eps):
+    dx, dg, db = _bwd(dy, x, gamma, mean, rstd)
+    return dx * 1.5, dg, db
+
+def crash(dy, x, gamma, mean, rstd, eps):
+    os._exit(9)
+
+def sticky(dy, x, gamma, mean, rstd, eps):
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+def oom(dy, x, gamma, mean, rstd, eps):
+    if x.shape[0] >= 128:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+    return _bwd(dy, x, gamma, mean, rstd)
+
+for name, fn in (("fake.ok", ok), ("fake.wrong", wrong), ("fake.crash", crash),
+                 ("fake.sticky", sticky), ("fake.oom", oom)):
+    register(name, fn, array="torch", device="cuda", dtypes=("float32",))
+'''
+
+
+def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
+                                                              fake_gpu: Path) -> None:
+    site = tmp_path / "standin"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STANDIN)
+    plugin = tmp_path / "fakes.py"
+    plugin.write_text(PLUGIN)
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+           "LNBENCH_CPU_STANDS_IN_FOR_GPU": "1", "LNBENCH_TORCH_DEVICE": "cpu"}
+    r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"),
+              "--plugin", str(plugin), "--plugin", str(tmp_path / "missing.py"),
+              "--impl", "fake.*", "--impl", "cupy.fused", "--dtype", "float32",
+              "--shape", "64x256", "--shape", "128x512", "--budget-s", "240"], env, fake_gpu)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((out / "gpu-check.json").read_text())
+    pts = {(p["impl"], p["M"]): p for p in rep["points"]}
+    assert {k[0] for k in pts} == {"fake.ok", "fake.wrong", "fake.crash", "fake.sticky",
+                                   "fake.oom", "cupy.fused"}
+    assert pts["fake.ok", 64]["status"] == pts["fake.ok", 128]["status"] == "ok"
+    assert pts["fake.ok", 64]["deterministic"] is True and pts["fake.ok", 64]["gbps"] > 0
+    assert pts["fake.wrong", 64]["status"] == "fail" and "dx rel_err" in pts["fake.wrong", 64][
+        "reason"]
+    # one of the two shapes took the worker down; the other is skipped, never run again
+    crash = sorted((pts["fake.crash", m]["status"], pts["fake.crash", m]["reason"])
+                   for m in (64, 128))
+    assert crash[0][0] == "error" and "worker died (exit 9)" in crash[0][1]
+    assert crash[1] == ("skipped", "excluded after it crashed a worker")
+    sticky = sorted(pts["fake.sticky", m]["status"] for m in (64, 128))
+    assert sticky == ["error", "skipped"]
+    assert pts["fake.oom", 64]["status"] == "ok"
+    assert pts["fake.oom", 128]["status"] == "error"
+    assert pts["fake.oom", 128]["reason"].startswith("out of memory")
+    assert "CuPy" in pts["cupy.fused", 64]["reason"] and pts["cupy.fused", 64][
+        "status"] == "skipped"
+    assert len(rep["plugin_errors"]) == 1 and "missing.py" in rep["plugin_errors"][0]
+    assert set(rep["summary"]) == {"fake.ok", "fake.wrong", "fake.crash", "fake.sticky",
+                                   "fake.oom", "cupy.fused"}
+    for name in ("fake.wrong", "fake.crash", "fake.oom", "cupy.fused"):
+        assert not rep["summary"][name]["meets_bar"], name
+    assert rep["summary"]["cupy.fused"]["geomean_pct_copy"] is None
+    assert len(rep["summary"]["fake.wrong"]["wrong"]) == 2
+    assert rep["summary"]["fake.crash"]["deterministic"] is None  # nothing ran: not "True"
+    md = (out / "gpu-check.md").read_text()
+    assert "CPU standing in for a GPU" in md and "WRONG" in md and "plugin not loaded" in md
