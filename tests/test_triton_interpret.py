@@ -124,6 +124,7 @@ for M, N, dtype in json.loads(sys.argv[1]):
         ptx = c.asm["ptx"]
         out.append({"case": [M, N, dtype], "kernel": name, "regs": int(fields["REG"]),
                     "local": int(fields["LOCAL"]), "warps": c.metadata.num_warps,
+                    "shared": c.metadata.shared,
                     "v4_loads": len(re.findall(r"ld\\.global[.:\\w]*\\.v4\\.", ptx)),
                     "v4_stores": len(re.findall(r"st\\.global[.:\\w]*\\.v4\\.", ptx)),
                     "b16_loads": len(re.findall(r"ld\\.global[.:\\w]*\\.b16", ptx))})
@@ -156,6 +157,7 @@ def test_kernels_compile_for_sm90_without_spills(sm90_usage: list[dict]) -> None
     for u in sm90_usage:
         assert u["local"] == 0, f"spills: {u}"
         assert u["regs"] * 32 * u["warps"] <= 65536, f"too many registers: {u}"
+        assert u["shared"] <= 227 * 1024, f"more shared memory than an H100 block gets: {u}"
 
 
 def test_rows_kernels_use_128_bit_loads_and_stores(sm90_usage: list[dict]) -> None:
