@@ -293,8 +293,9 @@ def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
     assert pts["fake.oom", 64]["status"] == "ok"
     assert pts["fake.oom", 128]["status"] == "error"
     assert pts["fake.oom", 128]["reason"].startswith("out of memory")
-    assert "CuPy" in pts["cupy.fused", 64]["reason"] and pts["cupy.fused", 64][
-        "status"] == "skipped"
+    # no CuPy (CI) or CuPy without a driver (here): skipped either way, with that reason
+    assert pts["cupy.fused", 64]["status"] == "skipped"
+    assert "cupy" in pts["cupy.fused", 64]["reason"].lower()
     assert len(rep["plugin_errors"]) == 1 and "missing.py" in rep["plugin_errors"][0]
     assert set(rep["summary"]) == {"fake.ok", "fake.wrong", "fake.crash", "fake.sticky",
                                    "fake.oom", "cupy.fused"}
