@@ -306,3 +306,15 @@ def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
     assert rep["summary"]["fake.crash"]["deterministic"] is None  # nothing ran: not "True"
     md = (out / "gpu-check.md").read_text()
     assert "CPU standing in for a GPU" in md and "WRONG" in md and "plugin not loaded" in md
+
+
+def test_a_peer_cut_by_the_budget_means_no_bar(gc) -> None:
+    pts = [_pt("cupy.fused", "custom", c, 2800) for c in "ab"]
+    pts += [_pt("liger", "peer", "a", 1000),
+            {**_pt("liger", "peer", "b", None, status="skipped"),
+             "reason": "time budget of the check spent"},
+            {**_pt("apex", "peer", "a", None, status="skipped"),
+             "reason": "fused_layer_norm_cuda is not installed"}]
+    s = gc.summarize(pts)["cupy.fused"]
+    assert s["peers_not_measured"] == ["liger at b"]  # an absent package is not a cut
+    assert not s["meets_bar"]
