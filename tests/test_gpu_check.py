@@ -318,3 +318,26 @@ def test_a_peer_cut_by_the_budget_means_no_bar(gc) -> None:
     s = gc.summarize(pts)["cupy.fused"]
     assert s["peers_not_measured"] == ["liger at b"]  # an absent package is not a cut
     assert not s["meets_bar"]
+
+
+def _acc(impl: str, kind: str, case: str, dx: float, dtype: str = "float32") -> dict:
+    p = _pt(impl, kind, case, 2800 if kind == "custom" else 1000)
+    p.update(dtype=dtype, rel_err={"dx": dx, "dgamma": 1e-7, "dbeta": 1e-7})
+    return p
+
+
+def test_bar_needs_error_no_larger_than_torch_natives(gc) -> None:
+    # within one rounding of fp32 (6e-8) of native's error: the same error; 4e-7 vs 1e-7: worse
+    same = gc.summarize([_acc("cupy.fused", "custom", "a", 1.5e-7),
+                         _acc("torch.native", "vendor", "a", 1.0e-7)])["cupy.fused"]
+    assert same["less_accurate_than_native"] == [] and same["meets_bar"]
+    worse = gc.summarize([_acc("cupy.fused", "custom", "a", 4e-7),
+                          _acc("torch.native", "vendor", "a", 1e-7)])["cupy.fused"]
+    assert [(w["case"], w["grad"]) for w in worse["less_accurate_than_native"]] == [("a", "dx")]
+    assert not worse["meets_bar"]
+    # bf16's unit roundoff is 2^-8: 3e-3 against native's 2e-3 is the same error
+    bf = gc.summarize([_acc("cupy.fused", "custom", "a", 3e-3, "bfloat16"),
+                       _acc("torch.native", "vendor", "a", 2e-3, "bfloat16")])["cupy.fused"]
+    assert bf["less_accurate_than_native"] == []
+    md = gc.render({"points": [], "shapes": [], "summary": {"cupy.fused": worse}})
+    assert "less accurate than torch.native at a dx" in md
