@@ -100,7 +100,21 @@ def _plan_cases() -> list[tuple[int, int, str, int]]:
 
 @pytest.mark.parametrize("M,N,dt,sms", _plan_cases())
 def test_cupy_plan_covers_every_row_and_column(M: int, N: int, dt: str, sms: int) -> None:
-    p = cupy_fused.plan(M, N, dt, sms)
+    for p in cupy_fused.variants(M, N, dt, sms):  # the heuristic's plan first
+        _check_plan(p, M, N, dt)
+    assert cupy_fused.variants(M, N, dt, sms)[0] == cupy_fused.plan(M, N, dt, sms)
+
+
+def test_cupy_plan_overrides_refuse_what_the_kernel_cannot_run() -> None:
+    for kw in ({"tpr": 3}, {"tpr": 0}, {"tpr": 2048}, {"tpr": 8}, {"block": 96},
+               {"block": 2048}, {"per_sm": 0}, {"tpr": 32, "block": 1024}):
+        with pytest.raises(ValueError, match="4096x768 bfloat16"):
+            cupy_fused.plan(4096, 768, "bfloat16", 132, **kw)
+    with pytest.raises(ValueError, match="wide-row"):
+        cupy_fused.plan(2, 65536, "float32", 132, tpr=512)
+
+
+def _check_plan(p: cupy_fused.Plan, M: int, N: int, dt: str) -> None:
     assert N % p.vec == 0 and p.vec * np_dtype(dt).itemsize <= 16
     assert p.tpr * p.iters * p.vec >= N  # columns
     assert p.blocks * p.rows_per_block >= M > (p.blocks - 1) * p.rows_per_block  # rows, no idle
@@ -112,6 +126,7 @@ def test_cupy_plan_covers_every_row_and_column(M: int, N: int, dt: str, sms: int
         acc = 8 if dt == "float64" else 4
         comb = 2 * (rg - 1) * p.tpr * p.vec * acc if rg > 1 else 0
         assert comb <= 48 * 1024  # static shared memory limit
+    assert cupy_fused.shared_bytes(p) <= 48 * 1024
 
 
 # --------------------------------------------------------------------------- CPU: nvcc compiles
@@ -127,8 +142,11 @@ def _instances(plans: list[cupy_fused.Plan]) -> str:
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 def test_cuda_source_compiles_for_sm90_without_spills(tmp_path: Path) -> None:
+    # the sweep's launch variants of the anchor grid too (scripts/gpu-check --sweep)
+    anchor = [v for M, N in ANCHOR_SHAPES for dt in ("float32", "float16", "bfloat16")
+              for v in cupy_fused.variants(M, N, dt, 132)]
     plans = [cupy_fused.plan(M, N, dt, 132) for M, N in [*FULL_SHAPES, *ANCHOR_SHAPES, (9, 20000)]
-             for dt in DTYPES]
+             for dt in DTYPES] + anchor
     src = tmp_path / "k.cu"
     src.write_text(cupy_fused.CUDA_SOURCE + _instances(plans))
     r = subprocess.run([NVCC, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v",
@@ -145,8 +163,6 @@ def test_cuda_source_compiles_for_sm90_without_spills(tmp_path: Path) -> None:
             spills[entry] = int(line.split("bytes stack frame,")[1].split("bytes spill stores")[0])
     assert len(spills) == len({n for p in plans for n in (p.rows_kernel, p.reduce_kernel)})
     # the anchor grid's 4- and 2-byte kernels must not spill (float64 is not a speed target)
-    anchor = [cupy_fused.plan(M, N, dt, 132) for M, N in ANCHOR_SHAPES
-              for dt in ("float32", "float16", "bfloat16")]
     hot = {_mangled_prefix(p) for p in anchor}
     bad = {e: s for e, s in spills.items() if s and any(e.startswith(h) for h in hot)}
     assert not bad, f"spilling kernels on the anchor grid: {bad}"
@@ -351,8 +367,19 @@ EMU_CASES = [(2, 4), (37, 768), (64, 1023), (9, 4096), (3, 20000), (300, 24)]
 EMU_SMS = 3  # a few blocks, so the cross-block reduction has work
 
 
+# launch variants of the GPU sweep (scripts/gpu-check --sweep): other tpr, block sizes (1024:
+# the re-read path), blocks per SM; the heuristic's plan of each is already among the cases
+VARIANT_CASES = [(37, 768, "float32"), (300, 24, "bfloat16"), (64, 1023, "float16"),
+                 (9, 4096, "float32")]
+
+
+def _variant_plans() -> list[cupy_fused.Plan]:
+    return [p for M, N, dt in VARIANT_CASES for p in cupy_fused.variants(M, N, dt, EMU_SMS)[1:]]
+
+
 def _emu_plans() -> list[cupy_fused.Plan]:
-    return [cupy_fused.plan(M, N, dt, EMU_SMS) for M, N in EMU_CASES for dt in DTYPES]
+    base = [cupy_fused.plan(M, N, dt, EMU_SMS) for M, N in EMU_CASES for dt in DTYPES]
+    return base + _variant_plans()
 
 
 @pytest.fixture(scope="module")
@@ -400,6 +427,22 @@ def test_cuda_source_correct_on_cpu_emulation(emulator, i: int, tmp_path: Path) 
                           (db, ref[2], "dbeta")):
             status, why, nums = judge_grad(got, r, g, data)
             assert status == "ok", f"{p} {dist} {g}: {why}"
+
+
+@pytest.mark.parametrize("i", range(len(_variant_plans())))
+def test_sweep_variants_correct_on_cpu_emulation(emulator, i: int, tmp_path: Path) -> None:
+    """Every launch variant the GPU sweep times is correct (they differ only in speed)."""
+    exe, plans = emulator
+    k = len(EMU_CASES) * len(DTYPES) + i
+    p = plans[k]
+    assert p in cupy_fused.variants(p.M, p.N, p.dtype, EMU_SMS)
+    data = make_data(Case(p.M, p.N, p.dtype, "offset"))
+    dx, dg, db = _emulate(exe, k, p, data, tmp_path)
+    ref = data.reference()
+    for got, r, g in ((dx.reshape(p.M, p.N), ref[0], "dx"), (dg, ref[1], "dgamma"),
+                      (db, ref[2], "dbeta")):
+        status, why, _ = judge_grad(got, r, g, data)
+        assert status == "ok", f"{cupy_fused.describe_plan(p)} {g}: {why}"
 
 
 def test_cuda_source_deterministic_on_cpu_emulation(emulator, tmp_path: Path) -> None:

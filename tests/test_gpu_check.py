@@ -341,3 +341,84 @@ def test_bar_needs_error_no_larger_than_torch_natives(gc) -> None:
     assert bf["less_accurate_than_native"] == []
     md = gc.render({"points": [], "shapes": [], "summary": {"cupy.fused": worse}})
     assert "less accurate than torch.native at a dx" in md
+
+
+PLUGIN_SWEEP = '''
+import os
+from lnbench.arrays import to_array
+from lnbench.registry import Impl, add
+
+def _bwd(dy, x, gamma, mean, rstd):
+    import torch
+    d = torch.float64
+    xh = (x.to(d) - mean.to(d).reshape(-1, 1)) * rstd.to(d).reshape(-1, 1)
+    g = dy.to(d) * gamma.to(d)
+    dx = rstd.to(d).reshape(-1, 1) * (g - g.mean(1, keepdim=True)
+                                      - xh * (g * xh).mean(1, keepdim=True))
+    t = x.dtype
+    return dx.to(t), (dy.to(d) * xh).sum(0).to(t), dy.to(d).sum(0).to(t)
+
+def _inputs(data):
+    return [to_array(a, "torch", "cuda") for a in (data.dy, data.x, data.gamma,
+                                                   data.mean.reshape(-1), data.rstd.reshape(-1))]
+
+def make(data):
+    ins = _inputs(data)
+    return lambda: _bwd(*ins)
+
+def _build(ins, scale):
+    def call():
+        dx, dg, db = _bwd(*ins)
+        return dx * scale, dg, db
+    call()
+    return call
+
+def sweep(data):
+    ins = _inputs(data)
+    yield "good", {"k": 1}, lambda: _build(ins, 1.0)
+    yield "wrong", {"k": 2}, lambda: _build(ins, 1.5)
+    def boom():
+        raise RuntimeError("too many resources requested for launch")
+    yield "boom", {"k": 3}, boom
+
+def crashing_sweep(data):
+    yield "dies", {}, lambda: os._exit(7)
+
+for name, sw in (("fake.tuned", sweep), ("fake.sweepcrash", crashing_sweep)):
+    add(Impl(name=name, make=make, kind="custom", array="torch", device="cuda",
+             dtypes=("float32",), sweep=sw))
+'''
+
+
+def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu: Path) -> None:
+    site = tmp_path / "standin"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STANDIN)
+    plugin = tmp_path / "sweeps.py"
+    plugin.write_text(PLUGIN_SWEEP)
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+           "LNBENCH_CPU_STANDS_IN_FOR_GPU": "1", "LNBENCH_TORCH_DEVICE": "cpu"}
+    r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"),
+              "--plugin", str(plugin), "--impl", "fake.*", "--dtype", "float32",
+              "--shape", "64x256", "--shape", "32x128", "--sweep", "--budget-s", "240"],
+             env, fake_gpu)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = json.loads((out / "gpu-check.json").read_text())
+    rows = {(s["impl"], s["case"].split("-")[0], s["label"]): s for s in rep["sweep"]}
+    for shape in ("64x256", "32x128"):
+        assert rows["fake.tuned", shape, "good"]["status"] == "ok"
+        assert rows["fake.tuned", shape, "good"]["gbps"] > 0
+        assert rows["fake.tuned", shape, "wrong"]["status"] == "fail"
+        assert "dx rel_err" in rows["fake.tuned", shape, "wrong"]["reason"]
+        assert rows["fake.tuned", shape, "boom"]["status"] == "error"
+        assert "too many resources" in rows["fake.tuned", shape, "boom"]["reason"]
+    # the crashing sweep took one worker down once; it is excluded afterwards, the rest done
+    crashed = [s for s in rep["sweep"] if s["impl"] == "fake.sweepcrash"]
+    assert [s["label"] for s in crashed] == ["(crashed)"]
+    assert "worker died (exit 7)" in crashed[0]["reason"]
+    best = {(b["impl"], b["case"].split("-")[0]): b for b in rep["sweep_best"]}
+    b = best["fake.tuned", "64x256"]
+    assert b["default"] == b["best"] == "good" and b["not_ok"] == 2 and b["variants"] == 3
+    md = (out / "gpu-check.md").read_text()
+    assert "Launch-plan sweep" in md and "| fake.tuned |" in md

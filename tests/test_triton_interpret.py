@@ -56,8 +56,23 @@ a = run(Case(300, 24, "bfloat16", "normal"))[1]
 b = run(Case(300, 24, "bfloat16", "normal"))[1]
 repeat = all(u.dtype == v.dtype and torch.equal(u.view(torch.int16), v.view(torch.int16))
              for u, v in zip(a, b))
-print(json.dumps({"verdicts": verdicts, "repeat": repeat}))
+# every launch variant the GPU sweep (scripts/gpu-check --sweep) would time must be correct too
+swept = []
+for M, N in VARIANT_SHAPES:
+    for dtype in ("float32", "bfloat16"):
+        data = make_data(Case(M, N, dtype, "offset"))
+        x, dy, g, mean, rstd = (to_array(a, "torch") for a in
+                                (data.x, data.dy, data.gamma, data.mean, data.rstd))
+        for p in triton_fused.variants(M, N, dtype, triton_fused.CPU_SMS):
+            outs = triton_fused.fused_backward(dy, x, g, mean, rstd, p)
+            bad = [f"{grad}: {judge_grad(got, ref, grad, data)[1]}"
+                   for got, ref, grad in zip(outs, data.reference(), GRADS)
+                   if judge_grad(got, ref, grad, data)[0] != "ok"]
+            swept.append({"shape": [M, N], "dtype": dtype, "plan": triton_fused.describe_plan(p),
+                          "bad": bad})
+print(json.dumps({"verdicts": verdicts, "repeat": repeat, "swept": swept}))
 """
+VARIANT_SHAPES = [(300, 24), (45, 200)]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +82,8 @@ def interpreted() -> dict:
 
     env = dict(os.environ, TRITON_INTERPRET="1")
     args = json.dumps([SHAPES, list(DTYPES), list(DISTS)])
-    r = subprocess.run([sys.executable, "-c", INTERPRET_SCRIPT, args], capture_output=True,
+    script = f"VARIANT_SHAPES = {VARIANT_SHAPES!r}\n" + INTERPRET_SCRIPT
+    r = subprocess.run([sys.executable, "-c", script, args], capture_output=True,
                        text=True, timeout=1200, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -92,15 +108,37 @@ def test_interpreted_results_repeat_bit_for_bit(interpreted: dict) -> None:
     assert interpreted["repeat"]
 
 
+def test_every_sweep_variant_is_correct(interpreted: dict) -> None:
+    """The launch variants of the GPU sweep (tile rows, warps, programs per SM) change only
+    speed: each passes the judge on `offset` inputs."""
+    swept = interpreted["swept"]
+    assert len({(tuple(v["shape"]), v["dtype"]) for v in swept}) == 2 * len(VARIANT_SHAPES)
+    assert len(swept) > 4 * len(VARIANT_SHAPES)  # more than the heuristic's plan each time
+    bad = [f"{v['shape']} {v['dtype']} {v['plan']}: {v['bad']}" for v in swept if v["bad"]]
+    assert not bad, "; ".join(bad)
+
+
 @pytest.mark.parametrize("M,N", [*FULL_SHAPES, *ANCHOR_SHAPES, (9, 20000)])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_plan_covers_every_row(M: int, N: int, dtype: str) -> None:
     for sms in (1, 2, 132):
-        p = triton_fused.plan(M, N, dtype, sms)
-        assert p.programs * p.rows_per_program >= M > (p.programs - 1) * p.rows_per_program
-        assert p.rows_per_program % p.block_m == 0
-        assert p.wide or p.block_n >= N
-        assert 4 <= p.num_warps <= 16
+        variants = triton_fused.variants(M, N, dtype, sms)
+        assert variants[0] == triton_fused.plan(M, N, dtype, sms)
+        assert len(set(variants)) == len(variants)
+        for p in variants:  # the heuristic's plan and the sweep's launch variants
+            assert p.programs * p.rows_per_program >= M > (p.programs - 1) * p.rows_per_program
+            assert p.rows_per_program % p.block_m == 0
+            assert p.wide or p.block_n >= N
+            assert 4 <= p.num_warps <= 16
+
+
+def test_plan_overrides_refuse_what_the_kernels_cannot_take() -> None:
+    for kw in ({"block_m": 3}, {"block_m": 0}, {"block_m": 8192}, {"num_warps": 6},
+               {"per_sm": 0}):
+        with pytest.raises(ValueError, match="4096x768 float32"):
+            triton_fused.plan(4096, 768, "float32", 132, **kw)
+    with pytest.raises(ValueError, match="block_m"):
+        triton_fused.plan(3, 40000, "float32", 132, block_m=2)  # wide rows: one row per tile
 
 
 # Compiled in a fresh process: after Triton's interpreter has run in a process, compiling a

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import ml_dtypes
@@ -393,8 +394,14 @@ class Plan:
         return 2 * self.blocks * self.N * np_dtype(self.acc_dtype).itemsize
 
 
-def plan(M: int, N: int, dtype: str, sms: int) -> Plan:
+def plan(M: int, N: int, dtype: str, sms: int, *, tpr: int | None = None,
+         block: int | None = None, per_sm: int | None = None) -> Plan:
     """Choose the launch for an (M, N) case on a device with ``sms`` multiprocessors.
+
+    ``tpr``, ``block`` and ``per_sm`` override the heuristic's choices (for :func:`variants`, the
+    launch-plan sweep of ``scripts/gpu-check --sweep``); a combination the kernel cannot run
+    (too many elements per thread, a block that is not a multiple of tpr, more static shared
+    memory than 48 KB) raises ValueError naming it.
 
     - vec: 16-byte vectors when N is a multiple of 16 / element size, else scalars;
     - tpr, iters: the power-of-two row-group width whose lanes are best used (fewest idle lanes),
@@ -416,28 +423,43 @@ def plan(M: int, N: int, dtype: str, sms: int) -> Plan:
     nv = N // vec
     max_iters = max(1, MAX_ELTS[elt] // vec)
     best: tuple[float, float, int, int] | None = None
-    tpr = 1
-    while tpr <= MAX_TPR:
-        iters = math.ceil(nv / tpr)
-        if iters <= max_iters:
-            cand = (nv / (tpr * iters), -abs(math.log2(iters * vec / 8)), tpr, iters)
+    w = 1
+    while w <= MAX_TPR:
+        its = math.ceil(nv / w)
+        if its <= max_iters:
+            cand = (nv / (w * its), -abs(math.log2(its * vec / 8)), w, its)
             if best is None or cand[:2] > best[:2]:
                 best = cand
-        tpr *= 2
+        w *= 2
     if best is None:  # wider than 1024 threads x MAX_ELTS elements: the strided kernel
+        if (tpr, block, per_sm) != (None, None, None):
+            raise ValueError(f"{M}x{N} {dtype}: the wide-row kernel takes no overrides")
         wide, tpr, iters, block, cache = True, MAX_TPR, math.ceil(nv / MAX_TPR), MAX_TPR, False
         per_sm, groups = 1, M
     else:
-        _, _, tpr, iters = best
+        if tpr is None:
+            _, _, tpr, iters = best
+        else:
+            iters = math.ceil(nv / tpr) if tpr >= 1 else max_iters + 1
+            if tpr < 1 or tpr > MAX_TPR or tpr & (tpr - 1) or iters > max_iters:
+                raise ValueError(f"{M}x{N} {dtype}: tpr={tpr} is not a power of two up to "
+                                 f"{MAX_TPR} giving at most {max_iters} vectors per thread")
         wide = False
         ws_per_sm = max(1, min(4, (3 * M * N * elt) // (16 * sms * 2 * N * acc)))
-        block = max(tpr, MIN_BLOCK)
-        while block < 512 and block * ws_per_sm < 1024:  # aim at 32 resident warps per SM
-            block *= 2
+        if block is None:
+            block = max(tpr, MIN_BLOCK)
+            while block < 512 and block * ws_per_sm < 1024:  # aim at 32 resident warps per SM
+                block *= 2
+        elif block < tpr or block > 1024 or block % tpr or block & (block - 1):
+            raise ValueError(f"{M}x{N} {dtype}: block={block} is not a power of two from "
+                             f"tpr={tpr} to 1024")
         # one wave: blocks resident at once (nvcc for sm_90: <= 64 registers per thread at 512+
         # threads, 50-115 at 256; tests/test_gpu.py checks the anchor grid's kernels)
         resident = max(1, 65536 // ((64 if block >= 512 else 128) * block))
-        per_sm = min(ws_per_sm, resident)
+        if per_sm is None:
+            per_sm = min(ws_per_sm, resident)
+        elif per_sm < 1:
+            raise ValueError(f"{M}x{N} {dtype}: per_sm={per_sm} must be at least 1")
         elts = iters * vec
         cache = block < 1024 or (2 * elts * elt + 2 * elts * acc) // 4 <= 32
         groups = math.ceil(M / (block // tpr))
@@ -447,7 +469,49 @@ def plan(M: int, N: int, dtype: str, sms: int) -> Plan:
         rg = block // tpr
         rows_per_block = math.ceil(rows_per_block / rg) * rg
     blocks = math.ceil(M / rows_per_block)
-    return Plan(dtype, M, N, vec, tpr, iters, block, cache, wide, blocks, rows_per_block)
+    p = Plan(dtype, M, N, vec, tpr, iters, block, cache, wide, blocks, rows_per_block)
+    if shared_bytes(p) > MAX_STATIC_SHARED:
+        raise ValueError(f"{M}x{N} {dtype}: tpr={tpr} block={block} needs {shared_bytes(p)} "
+                         f"bytes of static shared memory (at most {MAX_STATIC_SHARED})")
+    return p
+
+
+MAX_STATIC_SHARED = 48 * 1024
+
+
+def shared_bytes(p: Plan) -> int:
+    """Static shared memory of the plan's stage-1 kernel (``red`` and ``comb`` in the source)."""
+    acc = 8 if p.dtype == "float64" else 4
+    if p.wide:
+        return 2 * 2 * max(1, p.block // 32) * acc
+    rg, wpr = p.block // p.tpr, max(1, p.tpr // 32)
+    return (2 * 2 * rg * wpr + 2 * ((rg - 1) * p.tpr * p.vec if rg > 1 else 1)) * acc
+
+
+def variants(M: int, N: int, dtype: str, sms: int) -> list[Plan]:
+    """The heuristic plan first, then each knob moved alone: tpr halved or doubled, the other
+    block sizes, 1/2/4 blocks per SM. Invalid combinations are left out; no duplicates."""
+    base = plan(M, N, dtype, sms)
+    out = [base]
+    if base.wide:
+        return out
+    tries: list[dict[str, int]] = [{"tpr": base.tpr // 2}, {"tpr": base.tpr * 2}]
+    tries += [{"block": b} for b in (256, 512, 1024)]
+    tries += [{"per_sm": k} for k in (1, 2, 4)]
+    for kw in tries:
+        try:
+            p = plan(M, N, dtype, sms, **kw)
+        except ValueError:
+            continue
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def describe_plan(p: Plan) -> str:
+    """A short label: threads per row, threads per block, blocks, registers or re-read."""
+    return (f"tpr {p.tpr} block {p.block} blocks {p.blocks}"
+            + ("" if p.wide else (" cache" if p.cache else " reread")))
 
 
 class DeviceBF16:
@@ -546,24 +610,41 @@ def probe() -> str | None:
     return None
 
 
-def make_fused(data: Any) -> Thunk:
-    """Maker: inputs to the device, plan, compile and one warm-up call, all outside timing."""
+def _device_inputs(data: Any) -> tuple[Any, ...]:
+    """dy, x, γ, mean, rstd of a case on the device (bfloat16 as uint16 bits)."""
+    return (to_device(data.dy), to_device(data.x), to_device(data.gamma),
+            to_device(data.mean.reshape(-1)), to_device(data.rstd.reshape(-1)))
+
+
+def _thunk(inputs: tuple[Any, ...], p: Plan) -> Thunk:
+    """Compile ``p``'s kernels, run once (warm-up, outside timing) and return the timed call."""
     import cupy
 
-    case = data.case
-    p = plan(case.M, case.N, case.dtype, sm_count())
     fns = kernels(p)
-    x, dy, gamma = to_device(data.x), to_device(data.dy), to_device(data.gamma)
-    mean, rstd = to_device(data.mean.reshape(-1)), to_device(data.rstd.reshape(-1))
-    fused_backward(dy, x, gamma, mean, rstd, p, fns)
+    fused_backward(*inputs, p, fns)
     cupy.cuda.get_current_stream().synchronize()
-    if case.dtype == "bfloat16":
+    if p.dtype == "bfloat16":
         def call_bf16() -> tuple[Any, Any, Any]:
-            dx, dg, db = fused_backward(dy, x, gamma, mean, rstd, p, fns)
+            dx, dg, db = fused_backward(*inputs, p, fns)
             return DeviceBF16(dx), DeviceBF16(dg), DeviceBF16(db)
 
         return call_bf16
-    return lambda: fused_backward(dy, x, gamma, mean, rstd, p, fns)
+    return lambda: fused_backward(*inputs, p, fns)
+
+
+def make_fused(data: Any) -> Thunk:
+    """Maker: inputs to the device, plan, compile and one warm-up call, all outside timing."""
+    c = data.case
+    return _thunk(_device_inputs(data), plan(c.M, c.N, c.dtype, sm_count()))
+
+
+def sweep(data: Any) -> Iterator[tuple[str, dict[str, Any], Callable[[], Thunk]]]:
+    """The launch-plan sweep (``scripts/gpu-check --sweep``): for each of :func:`variants`, a
+    label, the plan's fields and a builder of its thunk (inputs moved to the device once)."""
+    c = data.case
+    inputs = _device_inputs(data)
+    for p in variants(c.M, c.N, c.dtype, sm_count()):
+        yield describe_plan(p), asdict(p), functools.partial(_thunk, inputs, p)
 
 
 add(
@@ -578,6 +659,7 @@ add(
         saved="mean-rstd",
         requires=("cupy",),
         probe=probe,
+        sweep=sweep,
         doc="custom CUDA C++ kernel (CuPy RawModule): one read of x and dy, fp32 accumulation, "
         "deterministic two-stage dγ/dβ",
     )

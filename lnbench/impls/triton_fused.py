@@ -28,7 +28,8 @@ import functools
 import importlib.util
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from lnbench.dtypes import DTYPES, np_dtype
@@ -60,14 +61,19 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def plan(M: int, N: int, dtype: str, sms: int) -> Plan:
+def plan(M: int, N: int, dtype: str, sms: int, *, block_m: int | None = None,
+         num_warps: int | None = None, per_sm: int | None = None) -> Plan:
     """Heuristic launch (no autotune, so results are reproducible).
+
+    ``block_m``, ``num_warps`` and ``per_sm`` override the heuristic (for :func:`variants`, the
+    launch-plan sweep of ``scripts/gpu-check --sweep``); values the kernels cannot take raise
+    ValueError naming them.
 
     - BLOCK_N: N rounded up to a power of two (one tile holds a row), or WIDE_CHUNK columns for
       rows wider than MAX_BLOCK_N;
     - BLOCK_M: rows per tile, so a tile holds about TILE elements (many short rows per step);
     - num_warps: tile elements / 256 (about 8 per thread for 4-byte types), between 4 and 16;
-      compiled for sm_90 (tests/test_triton_interpret.py) such a tile takes 75-130 registers
+      compiled for sm_90 (tests/test_triton_interpret.py) such a tile takes 32-128 registers
       per thread at 16 warps, so one program is resident per SM;
     - programs: 16 / num_warps per SM (one wave), fewer while the fp32 workspace would exceed
       1/16 of the bytes moved, never more than there are tiles; rows are split in whole tiles.
@@ -78,15 +84,47 @@ def plan(M: int, N: int, dtype: str, sms: int) -> Plan:
     acc = 8 if dtype == "float64" else 4
     wide = _pow2(N) > MAX_BLOCK_N[elt]
     block_n = WIDE_CHUNK if wide else _pow2(N)
-    block_m = 1 if wide else max(1, min(_pow2(M), TILE[elt] // block_n))
-    num_warps = max(4, min(16, block_m * block_n // 256))
+    if block_m is None:
+        block_m = 1 if wide else max(1, min(_pow2(M), TILE[elt] // block_n))
+    elif wide or block_m < 1 or block_m & (block_m - 1) or block_m > _pow2(M):
+        raise ValueError(f"{M}x{N} {dtype}: block_m={block_m} must be a power of two up to "
+                         f"{_pow2(M)} (and rows must fit one tile)")
+    if num_warps is None:
+        num_warps = max(4, min(16, block_m * block_n // 256))
+    elif num_warps not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"{M}x{N} {dtype}: num_warps={num_warps} is not a power of two to 32")
     ws_per_sm = (3 * M * N * elt) // (16 * sms * 2 * N * acc)
-    per_sm = max(1, min(16 // num_warps, ws_per_sm))
+    if per_sm is None:
+        per_sm = max(1, min(16 // num_warps, ws_per_sm))
+    elif per_sm < 1:
+        raise ValueError(f"{M}x{N} {dtype}: per_sm={per_sm} must be at least 1")
     tiles = math.ceil(M / block_m)
     programs = max(1, min(tiles, sms * per_sm))
     rows_per_program = math.ceil(math.ceil(M / programs) / block_m) * block_m
     programs = math.ceil(M / rows_per_program)
     return Plan(M, N, dtype, block_m, block_n, num_warps, programs, rows_per_program, wide)
+
+
+def variants(M: int, N: int, dtype: str, sms: int) -> list[Plan]:
+    """The heuristic plan first, then each knob moved alone: the tile's rows halved or doubled,
+    the other warp counts of 4/8/16, 1/2/4 programs per SM. Invalid ones are left out."""
+    base = plan(M, N, dtype, sms)
+    out = [base]
+    tries: list[dict[str, int]] = [{"block_m": base.block_m // 2}, {"block_m": base.block_m * 2}]
+    tries += [{"num_warps": w} for w in (4, 8, 16)]
+    tries += [{"per_sm": k} for k in (1, 2, 4)]
+    for kw in tries:
+        try:
+            p = plan(M, N, dtype, sms, **kw)
+        except ValueError:
+            continue
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def describe_plan(p: Plan) -> str:
+    return f"tile {p.block_m}x{p.block_n} warps {p.num_warps} programs {p.programs}"
 
 
 def interpreting() -> bool:
@@ -342,22 +380,38 @@ def probe() -> str | None:
     return None
 
 
-def make_fused(data: Any) -> Thunk:
-    """Maker: tensors to the GPU, plan, compile and one warm-up call, outside timing."""
-    import torch
-
+def _device_inputs(data: Any) -> tuple[Any, ...]:
+    """dy, x, γ, mean, rstd of a case as CUDA tensors."""
     from lnbench.arrays import to_array
 
-    case = data.case
     dev = "cuda"
-    x, dy = to_array(data.x, "torch", dev), to_array(data.dy, "torch", dev)
-    gamma = to_array(data.gamma, "torch", dev)
-    mean = to_array(data.mean.reshape(-1), "torch", dev)
-    rstd = to_array(data.rstd.reshape(-1), "torch", dev)
-    p = plan(case.M, case.N, case.dtype, sm_count(dev))
-    fused_backward(dy, x, gamma, mean, rstd, p)
+    return (to_array(data.dy, "torch", dev), to_array(data.x, "torch", dev),
+            to_array(data.gamma, "torch", dev), to_array(data.mean.reshape(-1), "torch", dev),
+            to_array(data.rstd.reshape(-1), "torch", dev))
+
+
+def _thunk(inputs: tuple[Any, ...], p: Plan) -> Thunk:
+    """Compile ``p``'s kernels, run once (warm-up, outside timing) and return the timed call."""
+    import torch
+
+    fused_backward(*inputs, p)
     torch.cuda.synchronize()
-    return lambda: fused_backward(dy, x, gamma, mean, rstd, p)
+    return lambda: fused_backward(*inputs, p)
+
+
+def make_fused(data: Any) -> Thunk:
+    """Maker: tensors to the GPU, plan, compile and one warm-up call, outside timing."""
+    c = data.case
+    return _thunk(_device_inputs(data), plan(c.M, c.N, c.dtype, sm_count("cuda")))
+
+
+def sweep(data: Any) -> Iterator[tuple[str, dict[str, Any], Callable[[], Thunk]]]:
+    """The launch-plan sweep (``scripts/gpu-check --sweep``): for each of :func:`variants`, a
+    label, the plan's fields and a builder of its thunk (inputs moved to the GPU once)."""
+    c = data.case
+    inputs = _device_inputs(data)
+    for p in variants(c.M, c.N, c.dtype, sm_count("cuda")):
+        yield describe_plan(p), asdict(p), functools.partial(_thunk, inputs, p)
 
 
 add(
@@ -372,6 +426,7 @@ add(
         saved="mean-rstd",
         requires=("triton",),
         probe=probe,
+        sweep=sweep,
         doc="custom Triton kernel: one read of x and dy, fp32 accumulation, deterministic "
         "two-stage dγ/dβ",
     )
