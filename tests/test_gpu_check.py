@@ -222,10 +222,10 @@ if os.environ.get("LNBENCH_CPU_STANDS_IN_FOR_GPU") == "1":
     mc.free_device_memory = lambda: None
 '''
 
-PLUGIN = '''
+# the backward in float64 on torch tensors: what the stand-in plugins return (or spoil)
+BWD = '''
 import os
 import torch
-from lnbench import register
 
 def _bwd(dy, x, gamma, mean, rstd):
     d = torch.float64
@@ -235,6 +235,10 @@ def _bwd(dy, x, gamma, mean, rstd):
                                       - xh * (g * xh).mean(1, keepdim=True))
     t = x.dtype
     return dx.to(t), (dy.to(d) * xh).sum(0).to(t), dy.to(d).sum(0).to(t)
+'''
+
+PLUGIN = BWD + '''
+from lnbench import register
 
 def ok(dy, x, gamma, mean, rstd, eps):
     return _bwd(dy, x, gamma, mean, rstd)
@@ -260,22 +264,30 @@ for name, fn in (("fake.ok", ok), ("fake.wrong", wrong), ("fake.crash", crash),
 '''
 
 
-def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
-                                                              fake_gpu: Path) -> None:
+def _standin_run(tmp_path: Path, fake_gpu: Path, plugin_src: str, args: list[str]) -> dict:
+    """scripts/gpu-check with the CPU standing in for the GPU and ``plugin_src`` loaded; the
+    report (gpu-check.json, with gpu-check.md's text under "md")."""
     site = tmp_path / "standin"
     site.mkdir()
     (site / "sitecustomize.py").write_text(STANDIN)
-    plugin = tmp_path / "fakes.py"
-    plugin.write_text(PLUGIN)
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(plugin_src)
     out = tmp_path / "out"
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
            "LNBENCH_CPU_STANDS_IN_FOR_GPU": "1", "LNBENCH_TORCH_DEVICE": "cpu"}
     r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"),
-              "--plugin", str(plugin), "--plugin", str(tmp_path / "missing.py"),
-              "--impl", "fake.*", "--impl", "cupy.fused", "--dtype", "float32",
-              "--shape", "64x256", "--shape", "128x512", "--budget-s", "240"], env, fake_gpu)
+              "--plugin", str(plugin), "--dtype", "float32", "--budget-s", "240", *args],
+             env, fake_gpu)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    rep = json.loads((out / "gpu-check.json").read_text())
+    return json.loads((out / "gpu-check.json").read_text()) | {
+        "md": (out / "gpu-check.md").read_text()}
+
+
+def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
+                                                              fake_gpu: Path) -> None:
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
+        "--plugin", str(tmp_path / "missing.py"), "--impl", "fake.*", "--impl", "cupy.fused",
+        "--shape", "64x256", "--shape", "128x512"])
     pts = {(p["impl"], p["M"]): p for p in rep["points"]}
     assert {k[0] for k in pts} == {"fake.ok", "fake.wrong", "fake.crash", "fake.sticky",
                                    "fake.oom", "cupy.fused"}
@@ -304,7 +316,7 @@ def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
     assert rep["summary"]["cupy.fused"]["geomean_pct_copy"] is None
     assert len(rep["summary"]["fake.wrong"]["wrong"]) == 2
     assert rep["summary"]["fake.crash"]["deterministic"] is None  # nothing ran: not "True"
-    md = (out / "gpu-check.md").read_text()
+    md = rep["md"]
     assert "CPU standing in for a GPU" in md and "WRONG" in md and "plugin not loaded" in md
 
 
@@ -343,20 +355,9 @@ def test_bar_needs_error_no_larger_than_torch_natives(gc) -> None:
     assert "less accurate than torch.native at a dx" in md
 
 
-PLUGIN_SWEEP = '''
-import os
+PLUGIN_SWEEP = BWD + '''
 from lnbench.arrays import to_array
 from lnbench.registry import Impl, add
-
-def _bwd(dy, x, gamma, mean, rstd):
-    import torch
-    d = torch.float64
-    xh = (x.to(d) - mean.to(d).reshape(-1, 1)) * rstd.to(d).reshape(-1, 1)
-    g = dy.to(d) * gamma.to(d)
-    dx = rstd.to(d).reshape(-1, 1) * (g - g.mean(1, keepdim=True)
-                                      - xh * (g * xh).mean(1, keepdim=True))
-    t = x.dtype
-    return dx.to(t), (dy.to(d) * xh).sum(0).to(t), dy.to(d).sum(0).to(t)
 
 def _inputs(data):
     return [to_array(a, "torch", "cuda") for a in (data.dy, data.x, data.gamma,
@@ -391,20 +392,8 @@ for name, sw in (("fake.tuned", sweep), ("fake.sweepcrash", crashing_sweep)):
 
 
 def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu: Path) -> None:
-    site = tmp_path / "standin"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(STANDIN)
-    plugin = tmp_path / "sweeps.py"
-    plugin.write_text(PLUGIN_SWEEP)
-    out = tmp_path / "out"
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
-           "LNBENCH_CPU_STANDS_IN_FOR_GPU": "1", "LNBENCH_TORCH_DEVICE": "cpu"}
-    r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"),
-              "--plugin", str(plugin), "--impl", "fake.*", "--dtype", "float32",
-              "--shape", "64x256", "--shape", "32x128", "--sweep", "--budget-s", "240"],
-             env, fake_gpu)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    rep = json.loads((out / "gpu-check.json").read_text())
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN_SWEEP, [
+        "--impl", "fake.*", "--shape", "64x256", "--shape", "32x128", "--sweep"])
     rows = {(s["impl"], s["case"].split("-")[0], s["label"]): s for s in rep["sweep"]}
     for shape in ("64x256", "32x128"):
         assert rows["fake.tuned", shape, "good"]["status"] == "ok"
@@ -420,5 +409,4 @@ def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu:
     best = {(b["impl"], b["case"].split("-")[0]): b for b in rep["sweep_best"]}
     b = best["fake.tuned", "64x256"]
     assert b["default"] == b["best"] == "good" and b["not_ok"] == 2 and b["variants"] == 3
-    md = (out / "gpu-check.md").read_text()
-    assert "Launch-plan sweep" in md and "| fake.tuned |" in md
+    assert "Launch-plan sweep" in rep["md"] and "| fake.tuned |" in rep["md"]

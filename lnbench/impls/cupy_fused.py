@@ -30,6 +30,7 @@ import ml_dtypes
 import numpy as np
 
 from lnbench.dtypes import DTYPES, np_dtype
+from lnbench.impls.launch import one_knob_variants
 from lnbench.registry import Impl, Thunk, add
 
 CUDA_SOURCE = r"""
@@ -492,20 +493,12 @@ def variants(M: int, N: int, dtype: str, sms: int) -> list[Plan]:
     """The heuristic plan first, then each knob moved alone: tpr halved or doubled, the other
     block sizes, 1/2/4 blocks per SM. Invalid combinations are left out; no duplicates."""
     base = plan(M, N, dtype, sms)
-    out = [base]
     if base.wide:
-        return out
+        return [base]
     tries: list[dict[str, int]] = [{"tpr": base.tpr // 2}, {"tpr": base.tpr * 2}]
     tries += [{"block": b} for b in (256, 512, 1024)]
     tries += [{"per_sm": k} for k in (1, 2, 4)]
-    for kw in tries:
-        try:
-            p = plan(M, N, dtype, sms, **kw)
-        except ValueError:
-            continue
-        if p not in out:
-            out.append(p)
-    return out
+    return one_knob_variants(base, tries, functools.partial(plan, M, N, dtype, sms))
 
 
 def describe_plan(p: Plan) -> str:

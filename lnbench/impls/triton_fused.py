@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lnbench.dtypes import DTYPES, np_dtype
+from lnbench.impls.launch import one_knob_variants
 from lnbench.registry import Impl, Thunk, add
 
 MAX_BLOCK_N = {8: 8192, 4: 16384, 2: 16384}  # widest single tile, by element size
@@ -109,18 +110,10 @@ def variants(M: int, N: int, dtype: str, sms: int) -> list[Plan]:
     """The heuristic plan first, then each knob moved alone: the tile's rows halved or doubled,
     the other warp counts of 4/8/16, 1/2/4 programs per SM. Invalid ones are left out."""
     base = plan(M, N, dtype, sms)
-    out = [base]
     tries: list[dict[str, int]] = [{"block_m": base.block_m // 2}, {"block_m": base.block_m * 2}]
     tries += [{"num_warps": w} for w in (4, 8, 16)]
     tries += [{"per_sm": k} for k in (1, 2, 4)]
-    for kw in tries:
-        try:
-            p = plan(M, N, dtype, sms, **kw)
-        except ValueError:
-            continue
-        if p not in out:
-            out.append(p)
-    return out
+    return one_knob_variants(base, tries, functools.partial(plan, M, N, dtype, sms))
 
 
 def describe_plan(p: Plan) -> str:
