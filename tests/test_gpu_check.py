@@ -278,9 +278,9 @@ def _standin_run(tmp_path: Path, fake_gpu: Path, plugin_src: str, args: list[str
     r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"),
               "--plugin", str(plugin), "--dtype", "float32", "--budget-s", "240", *args],
              env, fake_gpu)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads((out / "gpu-check.json").read_text()) | {
-        "md": (out / "gpu-check.md").read_text()}
+        "md": (out / "gpu-check.md").read_text(), "rc": r.returncode,
+        "last": (r.stdout.strip().splitlines() or [""])[-1]}
 
 
 def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
@@ -288,6 +288,8 @@ def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
     rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
         "--plugin", str(tmp_path / "missing.py"), "--impl", "fake.*", "--impl", "cupy.fused",
         "--shape", "64x256", "--shape", "128x512"])
+    # wrong, crashed, sticky and out-of-memory points: exit 1 (CONTRACT.md), naming them
+    assert rep["rc"] == 1 and "fake.wrong" in rep["last"] and "fake.ok" not in rep["last"]
     pts = {(p["impl"], p["M"]): p for p in rep["points"]}
     assert {k[0] for k in pts} == {"fake.ok", "fake.wrong", "fake.crash", "fake.sticky",
                                    "fake.oom", "cupy.fused"}
@@ -394,6 +396,7 @@ for name, sw in (("fake.tuned", sweep), ("fake.sweepcrash", crashing_sweep)):
 def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu: Path) -> None:
     rep = _standin_run(tmp_path, fake_gpu, PLUGIN_SWEEP, [
         "--impl", "fake.*", "--shape", "64x256", "--shape", "32x128", "--sweep"])
+    assert rep["rc"] == 0  # both measured correctly; a failing sweep variant is not a failure
     rows = {(s["impl"], s["case"].split("-")[0], s["label"]): s for s in rep["sweep"]}
     for shape in ("64x256", "32x128"):
         assert rows["fake.tuned", shape, "good"]["status"] == "ok"
@@ -410,3 +413,8 @@ def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu:
     b = best["fake.tuned", "64x256"]
     assert b["default"] == b["best"] == "good" and b["not_ok"] == 2 and b["variants"] == 3
     assert "Launch-plan sweep" in rep["md"] and "| fake.tuned |" in rep["md"]
+
+
+def test_all_points_correct_exits_0(tmp_path: Path, fake_gpu: Path) -> None:
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, ["--impl", "fake.ok", "--shape", "32x128"])
+    assert rep["rc"] == 0 and [p["status"] for p in rep["points"]] == ["ok"]
