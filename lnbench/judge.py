@@ -117,7 +117,10 @@ def judge_grad(
     n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
     if n_nan or n_inf:
         return "fail", f"{grad} has non-finite values ({n_nan} NaN, {n_inf} inf)", nums
-    if float(np.max(np.abs(ref), initial=0.0)) > 0 and not np.any(a):
+    # zeros for a nonzero reference fail even when the reference is tiny (KernelBench #165),
+    # unless the reference is itself zero within the tolerance: all its size is cancellation
+    # noise (e.g. dx at N = 2, where x̂ = ±1 makes dx vanish but for eps), so tol >= 1
+    if float(np.max(np.abs(ref), initial=0.0)) > 0 and not np.any(a) and nums["tol"] < 1.0:
         return "fail", f"{grad} is all zeros (reference scale {scale:.3g})", nums
     if rel > nums["tol"]:
         return "fail", f"{grad} rel_err {rel:.3g} > tol {nums['tol']:.3g}", nums
