@@ -114,6 +114,56 @@ def test_cupy_plan_overrides_refuse_what_the_kernel_cannot_run() -> None:
         cupy_fused.plan(2, 65536, "float32", 132, tpr=512)
 
 
+def test_cupy_plan_refuses_blocks_smaller_than_a_warp() -> None:
+    assert cupy_fused.plan(64, 128, "float32", 132, tpr=16).tpr == 16
+    with pytest.raises(ValueError, match="block=16"):  # a partial warp: shuffles would be UB
+        cupy_fused.plan(64, 128, "float32", 132, tpr=16, block=16)
+
+
+def test_resident_blocks_follows_the_sm90_register_file() -> None:
+    # 64K registers per SM, allocated per warp in units of 256; at most 64 warps, 32 blocks
+    assert cupy_fused.resident_blocks(64, 512) == 2
+    assert cupy_fused.resident_blocks(65, 512) == 1  # 72 registers: 2 blocks need 73,728
+    assert cupy_fused.resident_blocks(128, 512) == 1
+    assert cupy_fused.resident_blocks(80, 256) == 3
+    assert cupy_fused.resident_blocks(115, 256) == 2  # 120 x 32 lanes x 8 warps = 30,720 each
+    assert cupy_fused.resident_blocks(32, 256) == 8  # 64 warps
+    assert cupy_fused.resident_blocks(255, 1024) == 1  # never 0: a launch still runs
+
+
+def test_cupy_plan_sizes_its_wave_from_the_compiled_registers() -> None:
+    # float64 4096x1024: 512-thread blocks; nvcc 13.0 gives the kernel 128 registers, so one
+    # block per SM is resident, not the two the default assumption of 64 registers gives
+    assumed = cupy_fused.plan(4096, 1024, "float64", 132)
+    real = cupy_fused.plan(4096, 1024, "float64", 132, regs=128)
+    assert assumed.block == real.block == 512 and assumed.rows_kernel == real.rows_kernel
+    assert assumed.blocks > 132 >= real.blocks
+    _check_plan(real, 4096, 1024, "float64")
+
+
+def test_cupy_fused_refuses_inputs_its_kernels_would_misread() -> None:
+    M, N = 8, 64
+    p = cupy_fused.plan(M, N, "float32", 132)
+    assert p.vec == 4
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((2, M, N), dtype=np.float32)
+    g = np.ones(N, np.float32)
+    st = np.ones((M, 1), np.float32)
+    ptr = lambda a: a.ctypes.data  # noqa: E731 - NumPy stands in for CuPy's a.data.ptr
+    cupy_fused.check_inputs(p, dy, x, g, st, st, ptr=ptr)  # fine as they are
+    buf = np.zeros(M * N + 1, np.float32)
+    shifted = buf[1:].reshape(M, N)  # 4 bytes past an aligned start
+    wide = np.zeros((M, 2 * N), np.float32)[:, :N]
+    for bad, msg in ((lambda: (dy, shifted, g, st, st), "x starts at an address"),
+                     (lambda: (dy, wide, g, st, st), "x is not C-contiguous"),
+                     (lambda: (dy.astype(np.float64), x, g, st, st), "dy is float64"),
+                     (lambda: (dy, x, g, st.astype(np.float64), st), "mean is float64"),
+                     (lambda: (dy, x[:4], g, st, st), r"x has shape \(4, 64\)"),
+                     (lambda: (dy, x, g[:8], st, st), r"gamma has shape \(8,\)")):
+        with pytest.raises(ValueError, match=msg):
+            cupy_fused.check_inputs(p, *bad(), ptr=ptr)
+
+
 def _check_plan(p: cupy_fused.Plan, M: int, N: int, dt: str) -> None:
     assert N % p.vec == 0 and p.vec * np_dtype(dt).itemsize <= 16
     assert p.tpr * p.iters * p.vec >= N  # columns
@@ -149,23 +199,41 @@ def test_cuda_source_compiles_for_sm90_without_spills(tmp_path: Path) -> None:
              for dt in DTYPES] + anchor
     src = tmp_path / "k.cu"
     src.write_text(cupy_fused.CUDA_SOURCE + _instances(plans))
-    r = subprocess.run([NVCC, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v",
+    # -ftz=true: CuPy's RawModule compiles with it (cupy/cuda/compiler.py), so the same binary
+    r = subprocess.run([NVCC, "-cubin", "-arch=sm_90", "-std=c++17", "-ftz=true", "-Xptxas", "-v",
                         "-o", str(tmp_path / "k.cubin"), str(src)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    # ptxas -v: "Compiling entry function '<mangled>'" then "... N bytes spill stores ..."
+    # ptxas -v: "Compiling entry function '<mangled>'", "... N bytes spill stores ...", then
+    # "Used R registers ..."
     spills: dict[str, int] = {}
+    regs: dict[str, int] = {}
     entry = ""
     for line in r.stderr.splitlines():
         if "Compiling entry function" in line:
             entry = line.split("'")[1]
         elif "spill stores" in line:
             spills[entry] = int(line.split("bytes stack frame,")[1].split("bytes spill stores")[0])
+        elif "Used" in line and "registers" in line:
+            regs[entry] = int(line.split("Used")[1].split("registers")[0])
     assert len(spills) == len({n for p in plans for n in (p.rows_kernel, p.reduce_kernel)})
     # the anchor grid's 4- and 2-byte kernels must not spill (float64 is not a speed target)
     hot = {_mangled_prefix(p) for p in anchor}
     bad = {e: s for e, s in spills.items() if s and any(e.startswith(h) for h in hot)}
     assert not bad, f"spilling kernels on the anchor grid: {bad}"
+    # device_plan's second step: the real register count keeps the kernel and makes the grid one
+    # wave of blocks resident together (the default assumption alone holds on the anchor grid)
+    for M, N in [*FULL_SHAPES, *ANCHOR_SHAPES]:
+        for dt in DTYPES:
+            p = cupy_fused.plan(M, N, dt, 132)
+            if p.wide:
+                continue
+            r_ = next(v for e, v in regs.items() if e.startswith(_mangled_prefix(p)))
+            q = cupy_fused.plan(M, N, dt, 132, regs=r_)
+            assert q.rows_kernel == p.rows_kernel
+            assert q.blocks <= 132 * cupy_fused.resident_blocks(r_, q.block), (M, N, dt, r_)
+            if dt != "float64" and (M, N) in ANCHOR_SHAPES:
+                assert p.blocks <= 132 * cupy_fused.resident_blocks(r_, p.block), (M, N, dt, r_)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
@@ -178,8 +246,9 @@ def test_cuda_rows_kernels_use_128_bit_loads_and_stores(tmp_path: Path) -> None:
              for dt in ("float32", "float16", "bfloat16")]
     src = tmp_path / "k.cu"
     src.write_text(cupy_fused.CUDA_SOURCE + _instances(plans))
-    r = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-std=c++17", "-o", str(tmp_path / "k.ptx"),
-                        str(src)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([NVCC, "-ptx", "-arch=sm_90", "-std=c++17", "-ftz=true",
+                        "-o", str(tmp_path / "k.ptx"), str(src)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     entries = re.split(r"\.entry ", (tmp_path / "k.ptx").read_text())[1:]
     rows = {e.split("(")[0]: e for e in entries if e.startswith("_Z11ln_bwd_rows")}
@@ -505,7 +574,7 @@ def test_gpu_workspace_matches_plan() -> None:
         pytest.skip(impl.unavailable())
     data = make_data(Case(4096, 1024, "float32", "normal"))
     thunk = impl.make(data)
-    p = cupy_fused.plan(4096, 1024, "float32", cupy_fused.sm_count())
+    p = cupy_fused.device_plan(4096, 1024, "float32")
     ws = mcuda.cuda_workspace_bytes(thunk)
     assert p.workspace_bytes <= ws <= p.workspace_bytes + 4096
 

@@ -395,8 +395,15 @@ class Plan:
         return 2 * self.blocks * self.N * np_dtype(self.acc_dtype).itemsize
 
 
+def resident_blocks(regs: int, block: int) -> int:
+    """Blocks of ``block`` threads using ``regs`` registers each that one sm_90 SM holds at once:
+    a 64K-register file allocated per warp in units of 256, at most 64 warps and 32 blocks."""
+    per_warp = -(-regs * 32 // 256) * 256
+    return max(1, min(65536 // per_warp // max(1, block // 32), 2048 // block, 32))
+
+
 def plan(M: int, N: int, dtype: str, sms: int, *, tpr: int | None = None,
-         block: int | None = None, per_sm: int | None = None) -> Plan:
+         block: int | None = None, per_sm: int | None = None, regs: int | None = None) -> Plan:
     """Choose the launch for an (M, N) case on a device with ``sms`` multiprocessors.
 
     ``tpr``, ``block`` and ``per_sm`` override the heuristic's choices (for :func:`variants`, the
@@ -411,9 +418,11 @@ def plan(M: int, N: int, dtype: str, sms: int, *, tpr: int | None = None,
       time), doubled up to 512 while fewer than 32 warps per SM would be resident;
     - cache: a 1024-thread block has 64 registers per thread, so it keeps the row in registers only
       when the row's share and the dγ/dβ accumulators fit in about 32 of them;
-    - blocks: one wave — as many per SM as the register file holds (1 at 1024 threads, 2 at 512
-      or 256), fewer while the fp32 workspace (written once, read once) would exceed 1/16 of the
-      bytes the backward must move; at least one per SM, never more than the row groups.
+    - blocks: one wave — as many per SM as the register file holds (``regs``: the compiled
+      stage-1 kernel's registers per thread, which :func:`device_plan` reads; without it, 64 are
+      assumed at 512+ threads and 128 at 256: 1 block at 1024 threads, 2 at 512 or 256), fewer
+      while the fp32 workspace (written once, read once) would exceed 1/16 of the bytes the
+      backward must move; at least one per SM, never more than the row groups.
     """
     if M < 1 or N < 1:
         raise ValueError(f"empty case {M}x{N}")
@@ -451,12 +460,13 @@ def plan(M: int, N: int, dtype: str, sms: int, *, tpr: int | None = None,
             block = max(tpr, MIN_BLOCK)
             while block < 512 and block * ws_per_sm < 1024:  # aim at 32 resident warps per SM
                 block *= 2
-        elif block < tpr or block > 1024 or block % tpr or block & (block - 1):
+        elif (block < max(tpr, 32) or block > 1024 or block % tpr
+              or block & (block - 1)):  # whole warps: the row sums shuffle with a full mask
             raise ValueError(f"{M}x{N} {dtype}: block={block} is not a power of two from "
-                             f"tpr={tpr} to 1024")
-        # one wave: blocks resident at once (nvcc for sm_90: <= 64 registers per thread at 512+
-        # threads, 50-115 at 256; tests/test_gpu.py checks the anchor grid's kernels)
-        resident = max(1, 65536 // ((64 if block >= 512 else 128) * block))
+                             f"max(tpr={tpr}, 32) to 1024")
+        # one wave: blocks resident at once (nvcc for sm_90, fp32/fp16/bf16 anchor grid: 52-64
+        # registers per thread at 512+ threads, 80-115 at 256; float64 up to 128 at 512)
+        resident = resident_blocks(regs if regs else (64 if block >= 512 else 128), block)
         if per_sm is None:
             per_sm = min(ws_per_sm, resident)
         elif per_sm < 1:
@@ -489,10 +499,11 @@ def shared_bytes(p: Plan) -> int:
     return (2 * 2 * rg * wpr + 2 * ((rg - 1) * p.tpr * p.vec if rg > 1 else 1)) * acc
 
 
-def variants(M: int, N: int, dtype: str, sms: int) -> list[Plan]:
-    """The heuristic plan first, then each knob moved alone: tpr halved or doubled, the other
-    block sizes, 1/2/4 blocks per SM. Invalid combinations are left out; no duplicates."""
-    base = plan(M, N, dtype, sms)
+def variants(M: int, N: int, dtype: str, sms: int, regs: int | None = None) -> list[Plan]:
+    """The heuristic plan first (``regs`` as in :func:`plan`), then each knob moved alone: tpr
+    halved or doubled, the other block sizes, 1/2/4 blocks per SM. Invalid combinations are left
+    out; no duplicates."""
+    base = plan(M, N, dtype, sms, regs=regs)
     if base.wide:
         return [base]
     tries: list[dict[str, int]] = [{"tpr": base.tpr // 2}, {"tpr": base.tpr * 2}]
@@ -578,6 +589,7 @@ def fused_backward(dy: Any, x: Any, gamma: Any, mean: Any, rstd: Any, p: Plan,
     """
     import cupy
 
+    check_inputs(p, dy, x, gamma, mean, rstd)
     rows, red = fns or kernels(p)
     M, N = p.M, p.N
     adt = cupy.float64 if p.dtype == "float64" else cupy.float32
@@ -590,6 +602,33 @@ def fused_backward(dy: Any, x: Any, gamma: Any, mean: Any, rstd: Any, p: Plan,
     red(((N + REDUCE_BLOCK[0] - 1) // REDUCE_BLOCK[0],), REDUCE_BLOCK,
         (part[0], part[1], dg, db, np.int32(p.blocks), np.int32(N)))
     return dx, dg, db
+
+
+STORAGE = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "uint16"}
+
+
+def check_inputs(p: Plan, dy: Any, x: Any, gamma: Any, mean: Any, rstd: Any,
+                 ptr: Callable[[Any], int] = lambda a: int(a.data.ptr)) -> None:
+    """Raise ValueError naming the array the kernels cannot take as it is: the kernels index
+    dense rows and, with ``p.vec > 1``, load 16 bytes at a time, so a strided view would be read
+    wrongly and a misaligned one would raise a sticky misaligned-address error that ends the
+    process's CUDA context. A few host-side checks per call; the caller's L2 flush hides them."""
+    want = {"dy": ((p.M, p.N), STORAGE[p.dtype]), "x": ((p.M, p.N), STORAGE[p.dtype]),
+            "gamma": ((p.N,), STORAGE[p.dtype]), "mean": ((p.M,), p.acc_dtype),
+            "rstd": ((p.M,), p.acc_dtype)}
+    for name, a in zip(want, (dy, x, gamma, mean, rstd), strict=True):
+        shape, dt = want[name]
+        if int(np.prod(a.shape)) != int(np.prod(shape)) or (name in ("x", "dy")
+                                                             and tuple(a.shape) != shape):
+            raise ValueError(f"cupy.fused: {name} has shape {tuple(a.shape)}, the plan wants "
+                             f"{shape}")
+        if str(a.dtype) != dt:
+            raise ValueError(f"cupy.fused: {name} is {a.dtype}, the plan wants {dt}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"cupy.fused: {name} is not C-contiguous")
+        if p.vec > 1 and name in ("dy", "x", "gamma") and ptr(a) % 16:
+            raise ValueError(f"cupy.fused: {name} starts at an address that is not 16-byte "
+                             f"aligned (the plan loads {p.vec}-element vectors)")
 
 
 def probe() -> str | None:
@@ -625,10 +664,22 @@ def _thunk(inputs: tuple[Any, ...], p: Plan) -> Thunk:
     return lambda: fused_backward(*inputs, p, fns)
 
 
+def device_plan(M: int, N: int, dtype: str) -> Plan:
+    """The plan for this device: :func:`plan` with its SM count, then again with the registers
+    the compiled stage-1 kernel really uses (the kernel's template does not depend on them), so
+    the grid is one wave of blocks that are resident together."""
+    p = plan(M, N, dtype, sm_count())
+    if p.wide:
+        return p
+    q = plan(M, N, dtype, sm_count(), regs=int(kernels(p)[0].num_regs))
+    assert q.rows_kernel == p.rows_kernel, (p, q)
+    return q
+
+
 def make_fused(data: Any) -> Thunk:
     """Maker: inputs to the device, plan, compile and one warm-up call, all outside timing."""
     c = data.case
-    return _thunk(_device_inputs(data), plan(c.M, c.N, c.dtype, sm_count()))
+    return _thunk(_device_inputs(data), device_plan(c.M, c.N, c.dtype))
 
 
 def sweep(data: Any) -> Iterator[tuple[str, dict[str, Any], Callable[[], Thunk]]]:
@@ -636,7 +687,9 @@ def sweep(data: Any) -> Iterator[tuple[str, dict[str, Any], Callable[[], Thunk]]
     label, the plan's fields and a builder of its thunk (inputs moved to the device once)."""
     c = data.case
     inputs = _device_inputs(data)
-    for p in variants(c.M, c.N, c.dtype, sm_count()):
+    base = device_plan(c.M, c.N, c.dtype)
+    regs = None if base.wide else int(kernels(base)[0].num_regs)
+    for p in variants(c.M, c.N, c.dtype, sm_count(), regs):
         yield describe_plan(p), asdict(p), functools.partial(_thunk, inputs, p)
 
 
