@@ -4,6 +4,7 @@ arithmetic on hand-written points. Nothing here measures; the GPU run itself is 
 
 from __future__ import annotations
 
+import argparse
 import importlib.machinery
 import importlib.util
 import json
@@ -418,3 +419,32 @@ def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu:
 def test_all_points_correct_exits_0(tmp_path: Path, fake_gpu: Path) -> None:
     rep = _standin_run(tmp_path, fake_gpu, PLUGIN, ["--impl", "fake.ok", "--shape", "32x128"])
     assert rep["rc"] == 0 and [p["status"] for p in rep["points"]] == ["ok"]
+
+
+@pytest.mark.parametrize("dist", ["normal", "offset", "constant", "outlier"])
+@pytest.mark.parametrize("shape,dtype", [((64, 1023), "float32"), ((2, 4), "float64"),
+                                         ((256, 1024), "bfloat16"), ((32, 4096), "float16")])
+def test_gpu_reference_gives_the_judges_tolerances(gc, monkeypatch, shape, dtype, dist) -> None:
+    """gpu-check judges with a float64 reference and tolerances made on the device (the CPU's
+    extended-precision reference costs ~40 s per large anchor case); run here on torch's CPU
+    they must be the judge's own numbers."""
+    import numpy as np
+
+    import lnbench.arrays as A
+    from lnbench.grid import Case, make_data
+    from lnbench.judge import tolerance
+
+    to = A.to_array
+    monkeypatch.setattr(A, "to_array", lambda a, array, device="cpu": to(a, array, "cpu"))
+    data = make_data(Case(*shape, dtype, dist))
+    for affine in (True, False):
+        (dx, dg, db), tols = gc.gpu_reference(data, affine)
+        for g, got, want in zip(("dx", "dgamma", "dbeta"), (dx, dg, db),
+                                data.reference(affine), strict=True):
+            assert tols[g] == pytest.approx(tolerance(data, g, affine), rel=1e-6), g
+            scale = max(float(np.max(np.abs(want))), 1e-300)
+            err = float(np.max(np.abs(got.numpy() - want))) / scale
+            if dtype == "float64":  # not exact enough to judge float64: the CPU reference is used
+                assert gc.uses_exact_reference(argparse.Namespace(exact_ref=False), data.case)
+            else:  # float64 against extended precision: far inside the judge's tolerance
+                assert err < 1e-3 * tols[g], g

@@ -72,7 +72,7 @@ for M, N in VARIANT_SHAPES:
                           "bad": bad})
 print(json.dumps({"verdicts": verdicts, "repeat": repeat, "swept": swept}))
 """
-VARIANT_SHAPES = [(300, 24), (45, 200)]
+VARIANT_SHAPES = [(300, 24), (45, 200), (3, 4500)]  # the last: wide=True too
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,8 @@ def test_plan_covers_every_row(M: int, N: int, dtype: str) -> None:
             assert p.programs * p.rows_per_program >= M > (p.programs - 1) * p.rows_per_program
             assert p.rows_per_program % p.block_m == 0
             assert p.wide or p.block_n >= N
-            assert 4 <= p.num_warps <= 16
+            assert 4 <= p.num_warps <= 32
+            assert p.num_warps <= 16 or p.block_m * p.block_n >= 8192
 
 
 def test_plan_overrides_refuse_what_the_kernels_cannot_take() -> None:
@@ -139,6 +140,13 @@ def test_plan_overrides_refuse_what_the_kernels_cannot_take() -> None:
             triton_fused.plan(4096, 768, "float32", 132, **kw)
     with pytest.raises(ValueError, match="block_m"):
         triton_fused.plan(3, 40000, "float32", 132, block_m=2)  # wide rows: one row per tile
+    with pytest.raises(ValueError, match="wide=False"):
+        triton_fused.plan(3, 40000, "float32", 132, wide=False)  # not one tile
+    with pytest.raises(ValueError, match="wide=True"):
+        triton_fused.plan(3, 4096, "float32", 132, wide=True)  # one chunk: nothing to chunk
+    p = triton_fused.plan(4096, 16384, "float32", 132, wide=True)
+    assert p.wide and p.block_n == triton_fused.WIDE_CHUNK
+    assert p in triton_fused.variants(4096, 16384, "float32", 132)
 
 
 # Compiled in a fresh process: after Triton's interpreter has run in a process, compiling a
@@ -161,7 +169,8 @@ for M, N, dtype in json.loads(sys.argv[1]):
                       for tok in line.split() if ":" in tok)
         ptx = c.asm["ptx"]
         out.append({"case": [M, N, dtype], "kernel": name, "regs": int(fields["REG"]),
-                    "local": int(fields["LOCAL"]), "warps": c.metadata.num_warps,
+                    "local": int(fields["LOCAL"]), "stack": int(fields["STACK"]),
+                    "block_n": p.block_n, "warps": c.metadata.num_warps,
                     "shared": c.metadata.shared,
                     "v4_loads": len(re.findall(r"ld\\.global[.:\\w]*\\.v4\\.", ptx)),
                     "v4_stores": len(re.findall(r"st\\.global[.:\\w]*\\.v4\\.", ptx)),
@@ -189,11 +198,18 @@ def sm90_usage() -> list[dict]:
 
 
 def test_kernels_compile_for_sm90_without_spills(sm90_usage: list[dict]) -> None:
-    """The anchor grid's kernels compile for an H100 (sm_90) with no local-memory spills, and
-    one program fits the 64K-register file."""
+    """The anchor grid's kernels compile for an H100 (sm_90) without spilling registers, and
+    one program fits the 64K-register file. Spills show as the stack frame (cuobjdump's STACK;
+    LOCAL counts only local arrays). The exception, documented in ``triton_fused.plan``: a
+    16384-element row held in registers spills at any warp count (224-240 bytes per thread at
+    the heuristic's 32 warps; the sweep times the chunked path, which does not)."""
     assert len(sm90_usage) >= 2 * len(ANCHOR_SHAPES) * 3
     for u in sm90_usage:
-        assert u["local"] == 0, f"spills: {u}"
+        assert u["local"] == 0, f"local memory: {u}"
+        if u["kernel"] == "rows" and u["block_n"] >= 16384:
+            assert u["stack"] <= 256, f"spills more than planned: {u}"
+        else:
+            assert u["stack"] == 0, f"spills: {u}"
         assert u["regs"] * 32 * u["warps"] <= 65536, f"too many registers: {u}"
         assert u["shared"] <= 227 * 1024, f"more shared memory than an H100 block gets: {u}"
 

@@ -63,19 +63,24 @@ def _pow2(n: int) -> int:
 
 
 def plan(M: int, N: int, dtype: str, sms: int, *, block_m: int | None = None,
-         num_warps: int | None = None, per_sm: int | None = None) -> Plan:
+         num_warps: int | None = None, per_sm: int | None = None,
+         wide: bool | None = None) -> Plan:
     """Heuristic launch (no autotune, so results are reproducible).
 
-    ``block_m``, ``num_warps`` and ``per_sm`` override the heuristic (for :func:`variants`, the
-    launch-plan sweep of ``scripts/gpu-check --sweep``); values the kernels cannot take raise
-    ValueError naming them.
+    ``block_m``, ``num_warps``, ``per_sm`` and ``wide`` (the chunked two-kernel path for a row
+    that would fit one tile) override the heuristic (for :func:`variants`, the launch-plan sweep
+    of ``scripts/gpu-check --sweep``); values the kernels cannot take raise ValueError naming them.
 
     - BLOCK_N: N rounded up to a power of two (one tile holds a row), or WIDE_CHUNK columns for
       rows wider than MAX_BLOCK_N;
     - BLOCK_M: rows per tile, so a tile holds about TILE elements (many short rows per step);
-    - num_warps: tile elements / 256 (about 8 per thread for 4-byte types), between 4 and 16;
-      compiled for sm_90 (tests/test_triton_interpret.py) such a tile takes 32-128 registers
-      per thread at 16 warps, so one program is resident per SM;
+    - num_warps: tile elements / 256 (about 8 per thread for 4-byte types), between 4 and 16,
+      and 32 for a 16384-element tile; compiled for sm_90 (tests/test_triton_interpret.py)
+      such a tile takes 32-128 registers per thread, so one program is resident per SM. The
+      16384-element row (4096x16384) does not fit the register file at any warp count: at 16
+      warps it spills 368-1256 bytes per thread, at 32 warps 224-240 (Triton 3.9; 3.6 too);
+      the chunked path (``wide=True``) does not spill but reads x and dy twice. The sweep
+      measures both;
     - programs: 16 / num_warps per SM (one wave), fewer while the fp32 workspace would exceed
       1/16 of the bytes moved, never more than there are tiles; rows are split in whole tiles.
     """
@@ -83,7 +88,12 @@ def plan(M: int, N: int, dtype: str, sms: int, *, block_m: int | None = None,
         raise ValueError(f"empty case {M}x{N}")
     elt = np_dtype(dtype).itemsize
     acc = 8 if dtype == "float64" else 4
-    wide = _pow2(N) > MAX_BLOCK_N[elt]
+    must = _pow2(N) > MAX_BLOCK_N[elt]
+    if wide is None:
+        wide = must
+    elif wide != must and not (wide and N > WIDE_CHUNK):
+        raise ValueError(f"{M}x{N} {dtype}: wide={wide}: rows of {N} "
+                         + ("do not fit one tile" if must else f"fit one {WIDE_CHUNK} chunk"))
     block_n = WIDE_CHUNK if wide else _pow2(N)
     if block_m is None:
         block_m = 1 if wide else max(1, min(_pow2(M), TILE[elt] // block_n))
@@ -91,7 +101,7 @@ def plan(M: int, N: int, dtype: str, sms: int, *, block_m: int | None = None,
         raise ValueError(f"{M}x{N} {dtype}: block_m={block_m} must be a power of two up to "
                          f"{_pow2(M)} (and rows must fit one tile)")
     if num_warps is None:
-        num_warps = max(4, min(16, block_m * block_n // 256))
+        num_warps = 32 if block_m * block_n >= 16384 else max(4, min(16, block_m * block_n // 256))
     elif num_warps not in (1, 2, 4, 8, 16, 32):
         raise ValueError(f"{M}x{N} {dtype}: num_warps={num_warps} is not a power of two to 32")
     ws_per_sm = (3 * M * N * elt) // (16 * sms * 2 * N * acc)
@@ -108,11 +118,16 @@ def plan(M: int, N: int, dtype: str, sms: int, *, block_m: int | None = None,
 
 def variants(M: int, N: int, dtype: str, sms: int) -> list[Plan]:
     """The heuristic plan first, then each knob moved alone: the tile's rows halved or doubled,
-    the other warp counts of 4/8/16, 1/2/4 programs per SM. Invalid ones are left out."""
+    the other warp counts of 4/8/16 (and 32 for tiles of 8192+ elements), 1/2/4 programs per SM,
+    the chunked path for rows wider than a chunk. Invalid ones are left out."""
     base = plan(M, N, dtype, sms)
-    tries: list[dict[str, int]] = [{"block_m": base.block_m // 2}, {"block_m": base.block_m * 2}]
+    tries: list[dict[str, Any]] = [{"block_m": base.block_m // 2}, {"block_m": base.block_m * 2}]
     tries += [{"num_warps": w} for w in (4, 8, 16)]
+    if base.block_m * base.block_n >= 8192:
+        tries.append({"num_warps": 32})
     tries += [{"per_sm": k} for k in (1, 2, 4)]
+    if not base.wide and N > WIDE_CHUNK:
+        tries.append({"wide": True})
     return one_knob_variants(base, tries, functools.partial(plan, M, N, dtype, sms))
 
 
