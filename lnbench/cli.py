@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -92,6 +93,9 @@ def select_cases(args: argparse.Namespace, grid: str) -> list:
     """Cases from the grid narrowed by --shape/--dtype/--dist, plus --inputs files."""
     from lnbench.grid import cases, load_inputs, parse_shape
 
+    for opt in ("shape", "dtype", "dist"):  # a repeated value is one case, not two
+        if getattr(args, opt, None):
+            setattr(args, opt, list(dict.fromkeys(getattr(args, opt))))
     try:
         shapes = [parse_shape(s) for s in args.shape] if args.shape else None
         cs = [] if getattr(args, "inputs", None) and not (args.shape or args.dtype or args.dist) \
@@ -128,7 +132,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def run_checks(impls: list, items: list, progress: bool = False) -> list:
     """Judge every implementation on every case (a Case is materialised one at a time)."""
     from lnbench.grid import Case, make_data
-    from lnbench.judge import check_impl
+    from lnbench.judge import case_error_rows, check_impl, error_reason
 
     results = []
     it: Any = items
@@ -137,9 +141,15 @@ def run_checks(impls: list, items: list, progress: bool = False) -> list:
 
         it = tqdm(items, desc="check", unit="case", leave=False, file=sys.stderr)
     for item in it:
-        data = make_data(item) if isinstance(item, Case) else item
+        try:
+            data = make_data(item) if isinstance(item, Case) else item
+        except MemoryError as e:  # inputs too large for this machine: every check says so
+            for impl in impls:
+                results.extend(case_error_rows(impl, item, f"inputs: {error_reason(e)}"))
+            continue
         for impl in impls:
             results.extend(check_impl(impl, data))
+        del data
     return results
 
 
@@ -197,6 +207,11 @@ def _red(n: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    forced = os.environ.get("LNBENCH_TORCH_DEVICE")
+    if forced is not None and forced not in ("cpu", "cuda"):
+        print(f"lnbench: error: LNBENCH_TORCH_DEVICE={forced}: must be cpu or cuda",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.func(args))
     except UsageError as e:

@@ -8,6 +8,7 @@ produces the saved mean/rstd runs here, in extended precision, outside anything 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -212,8 +213,16 @@ def load_inputs(path: str) -> CaseData:
             eps = float(z["eps"]) if "eps" in z.files else EPS
         except Exception as e:
             raise ValueError(f"--inputs {path}: cannot read ({type(e).__name__}: {e})") from None
-    if x.dtype.kind == "V" and x.dtype.itemsize == 2:  # bfloat16 saved by ml_dtypes loads as |V2
+    arrays = {"x": x, "dy": dy, "gamma": gamma, "beta": beta}
+    v2 = [k for k, a in arrays.items() if a.dtype.kind == "V" and a.dtype.itemsize == 2]
+    if v2 and len(v2) < 4:  # bfloat16 saved by ml_dtypes loads as |V2: all four, or none
+        rest = ", ".join(k for k in arrays if k not in v2)
+        raise ValueError(f"--inputs {path}: {', '.join(v2)} bfloat16 but {rest} not; "
+                         "save all four in one dtype")
+    if v2:
         x, dy, gamma, beta = (a.view(np_dtype("bfloat16")) for a in (x, dy, gamma, beta))
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"--inputs {path}: eps must be a finite number >= 0, got {eps}")
     if x.ndim != 2:
         raise ValueError(f"--inputs {path}: x must be 2-D (M, N), got shape {x.shape}")
     M, N = x.shape
@@ -229,6 +238,14 @@ def load_inputs(path: str) -> CaseData:
         dt = np_dtype(name)
     except ValueError:
         raise ValueError(f"--inputs {path}: unsupported dtype {x.dtype}") from None
+    for k, a in (("x", x), ("dy", dy), ("gamma", gamma), ("beta", beta)):
+        try:
+            finite = bool(np.isfinite(a.astype(np.float64)).all())
+        except (TypeError, ValueError):
+            raise ValueError(f"--inputs {path}: {k} is not numeric ({a.dtype})") from None
+        if not finite:
+            raise ValueError(f"--inputs {path}: {k} has NaN or infinite values (no reference "
+                             "exists to judge against)")
     stem = os.path.splitext(os.path.basename(path))[0]
     case = Case(M, N, name, f"inputs:{stem}", eps)
     return CaseData(case, x, dy.astype(dt), gamma.astype(dt), beta.astype(dt))

@@ -27,7 +27,7 @@ import numpy as np
 
 from lnbench.arrays import to_numpy
 from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, dtype_name
-from lnbench.grid import CaseData
+from lnbench.grid import Case, CaseData
 from lnbench.registry import Impl, as_triple
 
 GRADS = ("dx", "dgamma", "dbeta")
@@ -60,12 +60,20 @@ class GradResult:
 
 def tolerance(data: CaseData, grad: str, affine: bool = True) -> float:
     """The dtype- and conditioning-aware tolerance on ``rel_err`` (module docstring)."""
-    case = data.case
+    S, T = _scales(data, grad, affine)
+    return tolerance_from_scales(data.case, data.kappa, grad, S, T)
+
+
+def tolerance_from_scales(case: Case, kappa: float, grad: str, S: float, T: float) -> float:
+    """:func:`tolerance` from the numbers it needs: κ of the case, S = max|reference| of the
+    gradient and T = its term scale (``reference.term_scales``). For a caller that has them
+    without the extended-precision reference (``scripts/gpu-check`` computes them on the GPU)."""
     u_out = UNIT_ROUNDOFF[case.dtype]
     u_acc = UNIT_ROUNDOFF[compute_dtype(case.dtype)]
     L = case.N if grad == "dx" else case.M
-    kappa = data.kappa if grad != "dbeta" else 0.0
-    return 4 * u_out + u_acc * (4 * kappa + 4 * math.sqrt(L)) * _cancellation(data, grad, affine)
+    k = kappa if grad != "dbeta" else 0.0
+    c = max(1.0, T / S) if S > 0 else 1.0
+    return 4 * u_out + u_acc * (4 * k + 4 * math.sqrt(L)) * c
 
 
 def _scales(data: CaseData, grad: str, affine: bool) -> tuple[float, float]:
@@ -73,11 +81,6 @@ def _scales(data: CaseData, grad: str, affine: bool) -> tuple[float, float]:
     i = GRADS.index(grad)
     ref = data.reference(affine)[i]
     return (float(np.max(np.abs(ref))) if ref.size else 0.0), data.term_scales(affine)[i]
-
-
-def _cancellation(data: CaseData, grad: str, affine: bool) -> float:
-    S, T = _scales(data, grad, affine)
-    return max(1.0, T / S) if S > 0 else 1.0
 
 
 def grads_for(impl: Impl) -> tuple[str, ...]:
@@ -127,9 +130,9 @@ def judge_grad(
     return "ok", "", nums
 
 
-def _rows(impl: Impl, data: CaseData, status: str, reason: str,
+def _rows(impl: Impl, data: CaseData | Case, status: str, reason: str,
           per_grad: dict[str, tuple[str, str, dict]] | None = None) -> list[GradResult]:
-    c = data.case
+    c = data if isinstance(data, Case) else data.case
     out = []
     for g in grads_for(impl):
         st, why, nums = per_grad[g] if per_grad else (status, reason, {})
@@ -141,6 +144,8 @@ def _rows(impl: Impl, data: CaseData, status: str, reason: str,
 
 def error_reason(e: BaseException) -> str:
     """One line for an exception; out-of-memory errors say so first."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit: the implementation called sys.exit({e.code!r})"
     msg = (str(e).strip().splitlines() or [""])[0][:300]
     name = type(e).__name__
     if isinstance(e, MemoryError) or "out of memory" in msg.lower() or "OutOfMemory" in name:
@@ -156,11 +161,21 @@ def check_impl(impl: Impl, data: CaseData) -> list[GradResult]:
     try:
         thunk = impl.make(data)
         outs = as_triple(thunk())
-    except Exception as e:  # noqa: BLE001 - any failure of the implementation is a result
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of the impl is a result
         return _rows(impl, data, "error", error_reason(e))
-    ref = data.reference(impl.affine)
+    try:
+        ref = data.reference(impl.affine)
+    except MemoryError as e:  # the machine, not the implementation: said so, and the run goes on
+        return _rows(impl, data, "error", f"reference: {error_reason(e)}")
     per = {g: judge_grad(outs[i], ref[i], g, data, impl.affine) for i, g in enumerate(GRADS)}
     return _rows(impl, data, "", "", per)
+
+
+def case_error_rows(impl: Impl, case: Case, reason: str) -> list[GradResult]:
+    """Rows for a case whose inputs could not be made (e.g. out of memory): ``error`` with the
+    reason, or ``skipped`` where the implementation would not have run anyway."""
+    why = impl.unavailable() or impl.unsupported(case)
+    return _rows(impl, case, "skipped", why) if why else _rows(impl, case, "error", reason)
 
 
 def summarize(results: list[GradResult]) -> dict[str, Any]:

@@ -25,6 +25,9 @@ def load(path: str) -> None:
         raise PluginError(f"plugin {path}: not a Python file")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[modname] = mod
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:  # as `python FILE.py` does: helpers next to the plugin import
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(mod)
     except BaseException as e:  # noqa: BLE001 - any failure in user code is reported, not raised

@@ -130,6 +130,10 @@ def register(
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
         raise ValueError(f"plugin {name!r}: unknown dtype(s) {bad}; choose from {DTYPES}")
+    _load_builtins()  # a plugin may not take a built-in's id (the built-in would win silently)
+    if name in _REGISTRY and _REGISTRY[name].kind != "plugin":
+        raise ValueError(f"plugin {name!r}: a built-in implementation has this id; "
+                         "choose another name")
     return add(
         Impl(
             name=name,

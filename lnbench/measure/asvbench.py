@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,14 @@ def _key(*parts: str) -> str:
 
 @cache
 def _load_plugins() -> tuple[str, ...]:
+    """Load $LNBENCH_PLUGINS; a file that fails to load is said on stderr (asv shows it with
+    --show-stderr and in its log) and left out, and the rest of the suite runs."""
     from lnbench.plugins import load_env
 
-    return tuple(load_env())
+    errors = tuple(load_env())
+    for e in errors:
+        print(f"lnbench: LNBENCH_PLUGINS: {e}", file=sys.stderr)
+    return errors
 
 
 def impl_names() -> list[str]:

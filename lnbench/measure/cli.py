@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.out and not args.out.endswith((".json", ".csv")):
         raise UsageError(f"--out {args.out}: must end in .json or .csv")
+    if args.out:  # before measuring anything: a run must not be lost to a bad path at the end
+        out, parent = Path(args.out), Path(args.out).parent
+        if out.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK) or (
+                out.exists() and not os.access(out, os.W_OK)):
+            raise UsageError(f"--out {args.out}: cannot write there "
+                             + ("(a directory)" if out.is_dir() else
+                                f"(no writable directory {parent})" if not out.exists() else
+                                "(not writable)"))
+    if args.quick and args.grid and args.grid != "quick":
+        raise UsageError(f"--quick and --grid {args.grid}: give one of them")
     if args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: must be at least 1")
     load_plugins(args.plugin)
@@ -48,12 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bar:
         bar.close()
     rows = [r.to_dict() for r in records]
+    print_run(rows)  # first: the table survives a write that fails after all
     if args.out:
         try:
             write_records(args.out, rows, facts())
         except OSError as e:
             raise UsageError(f"--out {args.out}: cannot write ({e.strerror})") from None
-    print_run(rows)
     return EXIT_FAIL if any(r["status"] in ("fail", "error") for r in rows) else EXIT_OK
 
 

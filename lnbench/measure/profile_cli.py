@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,10 @@ def _one(values: list[str] | None, flag: str, default: str | None = None) -> str
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from lnbench.cli import EXIT_OK, UsageError, load_plugins
+    from lnbench.cli import EXIT_FAIL, EXIT_OK, UsageError, load_plugins
     from lnbench.dtypes import np_dtype
     from lnbench.grid import DISTS, Case, make_data, parse_shape
+    from lnbench.judge import error_reason
     from lnbench.measure.profile import ProfileUnavailable, profile_impl
     from lnbench.registry import get
 
@@ -72,7 +74,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     except ProfileUnavailable as e:
         raise UsageError(f"--impl {e} (not available here)") from None
     except OSError as e:
+        if not args.trace:
+            print(f"lnbench: error: {name}: {error_reason(e)}", file=sys.stderr)
+            return EXIT_FAIL
         raise UsageError(f"--trace {args.trace}: cannot write ({e.strerror or e})") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the implementation failed: one line
+        print(f"lnbench: error: {name}: {error_reason(e)}", file=sys.stderr)
+        return EXIT_FAIL
     prof = prof.top(args.top)
     if args.json:
         print(json.dumps(prof.to_dict(), indent=1))

@@ -83,9 +83,12 @@ def measure(
         thunk = impl.make(data)
         outs = as_triple(thunk())
         prep = time.perf_counter() - t0
-    except Exception as e:  # noqa: BLE001
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of the impl is a result
         return Record(**_base(impl, case), status="error", reason=error_reason(e))
-    ref = data.reference(impl.affine)
+    try:
+        ref = data.reference(impl.affine)
+    except MemoryError as e:  # the machine, not the implementation: said so, the run goes on
+        return Record(**_base(impl, case), status="error", reason=f"reference: {error_reason(e)}")
     errs: dict[str, float | None] = {}
     status, reasons = "ok", []
     for i, g in enumerate(GRADS):
@@ -112,7 +115,7 @@ def measure(
             rec.pct_copy = 100 * rec.gbps / cb
         if memory:
             rec.workspace_bytes = workspace_bytes(thunk, impl.array, impl.device)
-    except Exception as e:  # noqa: BLE001
+    except (Exception, SystemExit) as e:  # noqa: BLE001
         rec.status, rec.reason = "error", error_reason(e)
     finally:
         del thunk
@@ -139,10 +142,21 @@ def run(
     impls = list(impls)
     out = []
     for item in items:
-        data = make_data(item) if isinstance(item, Case) else item
+        try:
+            data: CaseData | None = make_data(item) if isinstance(item, Case) else item
+            why = ""
+        except MemoryError as e:  # inputs too large for this machine: every point says so
+            data, why = None, f"inputs: {error_reason(e)}"
         for impl in impls:
-            rec = measure(impl, data, repeat=repeat, max_time=max_time, memory=memory)
+            if data is None:
+                case = item
+                skip = impl.unavailable() or impl.unsupported(case)
+                rec = Record(**_base(impl, case), status="skipped" if skip else "error",
+                             reason=skip or why)
+            else:
+                rec = measure(impl, data, repeat=repeat, max_time=max_time, memory=memory)
             out.append(rec)
             if on_record:
                 on_record(rec)
+        del data
     return out
