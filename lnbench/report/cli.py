@@ -47,9 +47,17 @@ def _load(results: str) -> tuple[Any, int]:
 
 
 def _no_results_message(results: str, loaded: Any) -> str:
-    """The exit-2 message when nothing could be read (None when something could)."""
+    """The one-line exit-2 message when nothing could be read ("" when something could).
+
+    Shared by every command that reads results (``report regressions``, ``report
+    hardware``, ``dashboard``), so they agree on what "no readable input" is.
+    """
     if loaded.has_results:
         return ""
+    root = Path(results)
+    if (root / "machine.json").is_file():
+        return (f"--results {results}: a machine folder (it has machine.json), not an asv "
+                f"results directory: pass the folder above it ({root.resolve().parent})")
     bad = [e for e in loaded.errors if not e.path.endswith("benchmarks.json")]
     if bad:
         return (f"--results {results}: no readable asv results ({len(bad)} unreadable "
@@ -69,12 +77,12 @@ def cmd_regressions(args: argparse.Namespace) -> int:
     rc = _emit(render_regressions(doc, args.format), args.out)
     if rc:
         return rc
-    if args.format == "csv":
+    message = _no_results_message(args.results, loaded)
+    if message:  # one line on stderr: it names the first unreadable file and counts the rest
+        return _fail(message)
+    if args.format == "csv":  # CSV has no room for errors: they go to stderr
         for e in doc["errors"]:
             print(f"lnbench: warning: unreadable {e['path']}: {e['reason']}", file=sys.stderr)
-    message = _no_results_message(args.results, loaded)
-    if message:
-        return _fail(message)
     if args.fail_on_regression and any(r["open"] for r in doc["regressions"]):
         return 1
     return 0
@@ -101,12 +109,18 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """``lnbench dashboard``."""
     from lnbench.report.dashboard import build_dashboard
-    from lnbench.report.loader import ResultsDirError
 
+    if args.top < 1:
+        return _fail(f"--top {args.top}: must be 1 or more")
+    loaded, rc = _load(args.results)
+    if loaded is None:
+        return rc
+    message = _no_results_message(args.results, loaded)
+    if message:  # like the reports: nothing readable is exit 2, and no site is written
+        return _fail(message)
     try:
-        index = build_dashboard(args.results, args.out, asv_html=args.asv_html, top=args.top)
-    except ResultsDirError as exc:
-        return _fail(str(exc))
+        index = build_dashboard(args.results, args.out, asv_html=args.asv_html, top=args.top,
+                                loaded=loaded)
     except OSError as exc:
         return _fail(f"--out {args.out}: cannot write: {exc.strerror or exc}")
     print(f"wrote {index}")
@@ -163,7 +177,7 @@ def add_parsers(subparsers: Any) -> None:
     dash.add_argument("--asv-html", default="../html/index.html", metavar="URL",
                       help="link to the asv publish site (default: ../html/index.html)")
     dash.add_argument("--top", type=int, default=12, metavar="N",
-                      help="series per history plot (default 12)")
+                      help="series per history plot, 1 or more (default 12)")
     dash.set_defaults(func=cmd_dashboard)
 
 

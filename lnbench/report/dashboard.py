@@ -9,6 +9,10 @@ result of each series, with the machine's copy bandwidth as a dashed line (point
 are cache-resident); a heatmap of ``track_rel_err_dx`` (implementation × distribution/dtype,
 log colour scale); the regressions table; a link to the asv site.
 Each section says what is missing instead of failing when its data is absent or all NaN.
+Values beyond ±``PLOT_MAX`` (absurd, e.g. 1e300 GB/s) are drawn off scale, as triangles on the
+edge of their panel (the heatmap's colours saturate, its text keeps the value), with a note on
+the page, so the axes stay readable and the commits and changes stay visible; the change table
+and the reports use them as stored.
 Plots use matplotlib's Agg backend through ``Figure`` objects (no pyplot state).
 """
 
@@ -36,6 +40,10 @@ _UNIT_SCALE = {"seconds": [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")
 ELT_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1,
              "float8_e5m2": 1}
 MAX_TICK_LABELS = 15
+#: values of larger magnitude are drawn off scale: triangles on a panel's edge, saturated
+#: heatmap colours (matplotlib's axis and tick arithmetic overflows near the float maximum;
+#: no real timing, rate, byte count or error comes near it)
+PLOT_MAX = 1e100
 # 10 colours × 7 marker shapes (coprime): every implementation up to 70 gets its own pair
 _COLORS = [f"C{i}" for i in range(10)]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -74,8 +82,17 @@ def _series_label(row: pd.Series | dict[str, Any], params: list[str]) -> str:
     return " ".join(str(row[p]) for p in params if p in row and pd.notna(row[p]))
 
 
-def _usable(frame: pd.DataFrame, machine: str, metric: str) -> pd.DataFrame:
-    """Rows of ``metric`` on ``machine`` with a finite value; raises NoData saying why not."""
+def _off_scale(values: Any) -> np.ndarray:
+    """True where a value lies beyond ±PLOT_MAX (drawn on the panel's edge, not at its value)."""
+    return np.abs(np.asarray(values, dtype=float)) > PLOT_MAX
+
+
+def _usable(frame: pd.DataFrame, machine: str, metric: str,
+            notes: list[str] | None = None) -> pd.DataFrame:
+    """Rows of ``metric`` on ``machine`` with a finite value; raises NoData saying why not.
+
+    Values beyond ±PLOT_MAX are kept (the plots draw them off scale) and counted in ``notes``.
+    """
     if frame.empty or not {"machine", "metric", "status", "value"} <= set(frame.columns):
         raise NoData(f"no {metric} results")
     rows = frame[(frame["machine"].astype(str) == machine)
@@ -83,10 +100,15 @@ def _usable(frame: pd.DataFrame, machine: str, metric: str) -> pd.DataFrame:
     if rows.empty:
         raise NoData(f"no {metric} results")
     values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(float)
-    good = rows[rows["status"].astype(str).eq("ok").to_numpy() & np.isfinite(values)]
+    ok = rows["status"].astype(str).eq("ok").to_numpy() & np.isfinite(values)
+    huge = ok & _off_scale(values)
+    if huge.any() and notes is not None:
+        notes.append(f"{int(huge.sum())} {metric} value(s) beyond ±{PLOT_MAX:.0e} (absurd) shown "
+                     "off scale (triangles on a plot's edge); the change table has them as stored")
+    good = rows[ok]
     if good.empty:
         counts = rows["status"].astype(str).value_counts()
-        parts = [f"{counts[k]} {k}" for k in ("failed", "skipped") if counts.get(k)]
+        parts = [f"{counts[k]} {k}" for k in ("failed", "skipped", "invalid") if counts.get(k)]
         raise NoData(f"no {metric} results with a value (all {len(rows)} stored are NaN or "
                      f"missing: {', '.join(parts) or 'not finite'})")
     return good.assign(value=pd.to_numeric(good["value"], errors="coerce").astype(float))
@@ -123,6 +145,22 @@ def _commit_ticks(ax: Any, labels: list[str], show_labels: bool) -> None:
     ax.xaxis.set_minor_locator(_null_locator())
 
 
+def _draw_off_scale(ax: Any, x: np.ndarray, y: np.ndarray) -> None:
+    """Values beyond ±PLOT_MAX as red triangles on the top (bottom) edge of ``ax``."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi)  # freeze: the triangles sit on the edge, not at their value
+    for sign, marker, symbol, edge, at in ((1, "^", "▲", hi, 0.03), (-1, "v", "▼", lo, 0.97)):
+        pick = np.sign(y) == sign
+        if not pick.any():
+            continue
+        ax.plot(x[pick], np.full(pick.sum(), edge), ls="none", marker=marker, ms=6,
+                color="#c00", clip_on=False, zorder=5)
+        ax.annotate(f"{symbol} off scale: {y[pick][0]:.3g}", (0.99, at),
+                    xycoords="axes fraction", fontsize=6.5, color="#c00", ha="right",
+                    va="bottom" if sign > 0 else "top",
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+
+
 def _null_locator() -> Any:
     from matplotlib.ticker import NullLocator
 
@@ -131,16 +169,17 @@ def _null_locator() -> Any:
 
 def history_plot(
     frame: pd.DataFrame, changes: pd.DataFrame, machine: str, metric: str, params: list[str],
-    path: Path, top: int = 12,
+    path: Path, top: int = 12, notes: list[str] | None = None,
 ) -> tuple[int, int]:
     """Small multiples of one machine's ``metric`` series over commits, changes marked.
 
     Shows at most ``top`` series: those with detected changes first (largest first), then
     the rest, longest history first, then in parameter order. The x axis is this machine's
     commits (positions 0, 1, … in date order, labelled with short hashes). Returns (shown,
-    total); raises NoData.
+    total); raises NoData. Values beyond ±PLOT_MAX are drawn as triangles on the panel's
+    edge and counted in ``notes``.
     """
-    data = _usable(frame, machine, metric)
+    data = _usable(frame, machine, metric, notes)
     keys = [k for k in series_columns(frame, params) if k in data.columns]
 
     def key_of(df: pd.DataFrame) -> pd.Series:
@@ -176,9 +215,13 @@ def history_plot(
     for i, (ax, key) in enumerate(zip(axes.flat, chosen, strict=False)):
         s = data[data["_key"] == key].sort_values("commit_order")
         x = s["commit_order"].map(lambda o: pos[int(o)]).to_numpy(float)
-        div, label = _scale(s["value"].to_numpy(float), unit)
-        ax.plot(x, s["value"] / div, marker="o", ms=5 if len(s) <= 3 else 3, lw=0.8,
-                color="#336")
+        y = s["value"].to_numpy(float)
+        off = _off_scale(y)
+        div, label = _scale(y[~off], unit)
+        ax.plot(x, np.where(off, np.nan, y) / div, marker="o", ms=5 if len(s) <= 3 else 3,
+                lw=0.8, color="#336")
+        if off.any():
+            _draw_off_scale(ax, x[off], y[off])
         for _, c in (ch[ch["_key"] == key].iterrows() if len(ch) else []):
             at = pos.get(int(c["commit_order"])) if pd.notna(c["commit_order"]) else None
             if at is None:
@@ -187,7 +230,7 @@ def history_plot(
             ax.axvline(at - 0.5, color=color, ls="--", lw=1.2)
             ratio = float(c["ratio"])
             if math.isfinite(ratio):  # written at the top of the line, always inside the axes
-                ax.annotate(f"{ratio:.2f}×", (at - 0.5, 0.97), xycoords=("data", "axes fraction"),
+                ax.annotate(f"{ratio:.3g}×", (at - 0.5, 0.97), xycoords=("data", "axes fraction"),
                             color=color, fontsize=7, ha="left", va="top", xytext=(3, 0),
                             textcoords="offset points",
                             bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
@@ -282,7 +325,7 @@ def gbps_plot(
     from matplotlib.ticker import FuncFormatter
 
     notes = notes if notes is not None else []
-    rows = _usable(frame, machine, "track_gbps")
+    rows = _usable(frame, machine, "track_gbps", notes)
     keys = ["impl", "shape", "dtype"]
     if not set(keys) <= set(rows.columns):
         raise NoData("no track_gbps results with impl/shape/dtype parameters")
@@ -332,18 +375,24 @@ def gbps_plot(
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, dt in zip(axes.flat, dtypes, strict=False):
         sub = d[(d["dtype"] == dt) & d["impl"].isin(impls)]
+        off_points = []
         for impl in impls:
             line = sub[sub["impl"] == impl].sort_values("bytes")
             if line.empty:
                 continue
             color, marker = style[impl]
-            ax.plot(line["bytes"], line["value"], "-", marker=marker, ms=5, lw=1.1,
+            off = _off_scale(line["value"])
+            ax.plot(line["bytes"], line["value"].where(~off), "-", marker=marker, ms=5, lw=1.1,
                     color=color, alpha=0.9)
+            if off.any():
+                off_points.append((line["bytes"].to_numpy(float)[off], color))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(_fmt_bytes))
         ax.tick_params(labelsize=8)
         lo, hi = ax.get_ylim()
+        if not (0 < lo < hi < math.inf):  # nothing on scale in this panel (all off scale)
+            lo, hi = 1.0, 10.0
         # the copy bandwidth of the devices this panel's implementations run on
         devs = {_device(str(i), {"copy_gbps_cuda": copies.get("cuda")}) for i in sub["impl"]}
         ceil = sorted((v, dev) for dev, v in copies.items() if dev in devs)
@@ -361,6 +410,12 @@ def gbps_plot(
                         ha="right", va="bottom", xytext=(0, 14), textcoords="offset points",
                         style="italic")
         ax.set_ylim(lo, hi)
+        for xs, color in off_points:  # beyond PLOT_MAX: on the top edge
+            ax.plot(xs, np.full(len(xs), hi), ls="none", marker="^", ms=7, color=color,
+                    mec="#c00", clip_on=False, zorder=5)
+        if off_points:
+            ax.annotate(f"▲ off scale (> {PLOT_MAX:.0e} GB/s)", (0.01, 0.93),
+                        xycoords="axes fraction", fontsize=7, color="#c00", va="top")
         _shape_axis(ax, sub if len(sub) else d[d["dtype"] == dt])
         ax.set_xlabel("bytes moved per backward = 3·M·N·elt + 8·M + 3·N·elt", fontsize=8)
         ax.set_ylabel("GB/s", fontsize=9)
@@ -385,7 +440,8 @@ def _dtype_order(dtypes: Any) -> list[str]:
     return sorted(map(str, dtypes), key=lambda t: (-(elt_bytes(t) or 0), t))
 
 
-def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> tuple[int, int]:
+def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
+                     notes: list[str] | None = None) -> tuple[int, int]:
     """rel_err of dx: implementation × distribution, one panel per dtype, worst over shapes.
 
     Log colour scale shared by the panels; uses the latest result of each series. Returns
@@ -393,7 +449,7 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> tuple[int
     """
     from matplotlib.colors import LogNorm
 
-    rows = _usable(frame, machine, "track_rel_err_dx")
+    rows = _usable(frame, machine, "track_rel_err_dx", notes)
     keys = [k for k in ("impl", "shape", "dtype", "dist") if k in rows.columns]
     if not {"impl", "dtype", "dist"} <= set(keys):
         raise NoData("no track_rel_err_dx results with impl/dtype/dist parameters")
@@ -410,8 +466,8 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> tuple[int
               .reindex(index=impls, columns=dists) for dt in dtypes}
     allv = np.concatenate([t.to_numpy(float).ravel() for t in tables.values()])
     pos = allv[np.isfinite(allv) & (allv > 0)]
-    floor = float(pos.min()) if len(pos) else 1e-16
-    vmax = float(pos.max()) if len(pos) else 1.0
+    floor = float(min(pos.min(), PLOT_MAX / 10)) if len(pos) else 1e-16
+    vmax = float(min(pos.max(), PLOT_MAX)) if len(pos) else 1.0  # colours saturate there
     norm = LogNorm(vmin=floor, vmax=max(vmax, floor * 10))
 
     ncols = min(2, len(dtypes))
@@ -423,7 +479,7 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> tuple[int
     im = None
     for k, (ax, dt) in enumerate(zip(axes.flat, dtypes, strict=False)):
         vals = tables[dt].to_numpy(float)
-        shown = np.where(np.isfinite(vals), np.maximum(vals, floor), np.nan)
+        shown = np.where(np.isfinite(vals), np.clip(vals, floor, PLOT_MAX), np.nan)
         im = ax.imshow(np.ma.masked_invalid(shown), cmap="viridis", aspect="auto", norm=norm)
         ax.set_facecolor("#ddd")
         ax.set_xticks(range(len(dists)), dists, fontsize=8)
@@ -447,6 +503,19 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path) -> tuple[int
     fig.suptitle(f"{machine}: dx relative error, {_commits_note(d)}", fontsize=10)
     fig.savefig(path)
     return len(impls), len(dtypes)
+
+
+def _drawn(plot: Any, *args: Any, **kw: Any) -> Any:
+    """``plot(*args, **kw)``; an overflow inside matplotlib on extreme data becomes NoData
+    (the page says which plot is missing) instead of ending the whole dashboard."""
+    try:
+        return plot(*args, **kw)
+    except (OverflowError, FloatingPointError) as exc:
+        path = next((a for a in (*args, *kw.values()) if isinstance(a, Path)), None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        reason = " ".join(str(exc).split())
+        raise NoData(f"{plot.__name__} could not be drawn: {reason}") from None
 
 
 def _machines_html(loaded: LoadedResults) -> str:
@@ -475,14 +544,19 @@ def _machines_html(loaded: LoadedResults) -> str:
 
 def build_dashboard(
     results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
-    asv_html: str = "../html/index.html", top: int = 12,
+    asv_html: str = "../html/index.html", top: int = 12, loaded: LoadedResults | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and its PNGs; returns the index path.
 
-    Raises ``ResultsDirError`` when ``results_dir`` is not a directory; any other gap in the
-    data is written into the page.
+    ``loaded``: ``results_dir`` already read by ``load_results`` (read here when None).
+    Raises ``ResultsDirError`` when ``results_dir`` is not a directory and ValueError when
+    ``top`` < 1; any other gap in the data is written into the page. (The CLI refuses, with
+    exit code 2, a results folder with nothing readable in it before calling this.)
     """
-    loaded = load_results(results_dir)
+    if top < 1:
+        raise ValueError(f"top {top}: must be 1 or more")
+    if loaded is None:
+        loaded = load_results(results_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = loaded.frame
@@ -513,19 +587,22 @@ def build_dashboard(
         acc_changed = sorted(set(mine["metric"].astype(str))) if len(mine) else []
         for metric in [*HISTORY_METRICS, *acc_changed]:
             name = f"history-{_slug(machine)}-{_slug(metric)}.png"
+            notes: list[str] = []
             try:
-                got = history_plot(frame, changes, machine, metric, params, out / name, top)
+                got = _drawn(history_plot, frame, changes, machine, metric, params, out / name,
+                             top, notes)
+                sections["history"].append(
+                    f'<figure><img src="{name}" alt="{html.escape(machine)} {metric} history">'
+                    f"<figcaption>{got[0]} of {got[1]} {metric} series on "
+                    f"{html.escape(machine)}</figcaption></figure>")
             except NoData as exc:
                 missing.append(f"{machine}: {exc}")
-                continue
-            sections["history"].append(
-                f'<figure><img src="{name}" alt="{html.escape(machine)} {metric} history">'
-                f"<figcaption>{got[0]} of {got[1]} {metric} series on "
-                f"{html.escape(machine)}</figcaption></figure>")
+            missing.extend(f"{machine}: {n}" for n in notes)
         name = f"gbps-{_slug(machine)}.png"
-        notes: list[str] = []
+        notes = []
         try:
-            n_impls = gbps_plot(frame, loaded.machines, machine, out / name, notes=notes)
+            n_impls = _drawn(gbps_plot, frame, loaded.machines, machine, out / name,
+                             notes=notes)
             sections["gbps"].append(
                 f'<figure><img src="{name}" alt="GB/s vs bytes moved on {html.escape(machine)}">'
                 f"<figcaption>{n_impls} implementation(s) on {html.escape(machine)}; bytes = "
@@ -535,12 +612,14 @@ def build_dashboard(
             missing.append(f"{machine}: {exc}")
         missing.extend(f"{machine}: {n}" for n in notes)
         name = f"accuracy-{_slug(machine)}.png"
+        notes = []
         try:
-            accuracy_heatmap(frame, machine, out / name)
+            _drawn(accuracy_heatmap, frame, machine, out / name, notes)
             sections["accuracy"].append(
                 f'<img src="{name}" alt="dx error on {html.escape(machine)}">')
         except NoData as exc:
             missing.append(f"{machine}: {exc}")
+        missing.extend(f"{machine}: {n}" for n in notes)
 
     titles = {"history": "History (detected changes marked)",
               "gbps": "Bandwidth vs bytes moved (latest result of each series)",

@@ -18,6 +18,7 @@ Several environments of one machine are combined by their median.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +64,19 @@ class HardwareReport:
         }
 
 
+def _bandwidth(value: Any) -> float:
+    """A copy bandwidth from the facts as a float; NaN when unknown or not a positive number
+    (the loader already lists such facts files under ``errors``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) and v > 0 else math.nan
+
+
 def _device(impl: str, facts: dict[str, Any]) -> str:
     family = impl.split(".", 1)[0]
-    has_cuda = facts.get("copy_gbps_cuda") is not None and pd.notna(facts.get("copy_gbps_cuda"))
+    has_cuda = math.isfinite(_bandwidth(facts.get("copy_gbps_cuda")))
     if family in _CPU_FAMILIES or not has_cuda:
         return "cpu"
     return "cuda" if family in _GPU_FAMILIES or family == "torch" else "cpu"
@@ -120,9 +131,8 @@ def hardware_table(
     derived = []
     for _, r in rows.iterrows():
         f = facts.get(r["machine"], {})
-        copy = f.get(f"copy_gbps_{_device(r['impl'], f)}")
-        ok_copy = copy is not None and pd.notna(copy) and float(copy) > 0
-        derived.append(100.0 * r["gbps"] / float(copy) if ok_copy else np.nan)
+        copy = _bandwidth(f.get(f"copy_gbps_{_device(r['impl'], f)}"))
+        derived.append(100.0 * r["gbps"] / copy if math.isfinite(copy) else np.nan)
     derived = np.asarray(derived, dtype=float)
     measured = rows["track_pct_copy"].to_numpy(dtype=float)
     rows["pct_copy"] = np.where(np.isfinite(measured), measured, derived)

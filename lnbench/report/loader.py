@@ -20,7 +20,9 @@ benchmark          full asv name, e.g. ``bench_backward.Backward.time_backward``
 metric, unit       method name (``time_backward``) and the unit from benchmarks.json
 higher_is_better   see ``lnbench.report.metrics``
 value              the stored number (asv: median of samples for timings); NaN unless ok
-status             ``ok``; ``failed`` (asv stored null); ``skipped`` (asv stored NaN)
+status             ``ok``; ``failed`` (asv stored null); ``skipped`` (asv stored NaN);
+                   ``invalid`` (stored value not a finite number, e.g. Infinity or a string:
+                   listed in ``errors`` per file and benchmark, and never used)
 ci_99_a … repeat   asv's stored statistics (``stats_*`` columns), NaN where absent
 samples            list of raw samples (``--record-samples``) or None
 version_ok         False when the stored benchmark version differs from benchmarks.json
@@ -29,8 +31,11 @@ file               the result file the row came from
 =================  ==========================================================================
 
 Every file that cannot be read (bad JSON, truncated, unknown format version, missing keys,
-a results entry whose length does not match its parameters) becomes a :class:`LoadError`
-with its path and a one-line reason; everything else still loads.
+a ``date`` or ``started_at`` that is not a time in milliseconds between 1970 and 2262, a
+results entry whose length does not match its parameters) becomes a :class:`LoadError`
+with its path and a one-line reason; everything else still loads. Stored values that are not
+finite numbers and machine facts of the wrong type are listed the same way (file and what)
+and treated as unknown.
 
 The frame is assembled column-wise from flat Python lists and numpy ``take``; the per-file
 work is ``json.loads`` plus list extension, so 1,000 result files of 500 series load in well
@@ -67,6 +72,12 @@ FACT_FIELDS = (
 )
 _QUOTED = [re.compile(r"^'(.+)'$"), re.compile(r"^u'(.+)'$"), re.compile(r"^<class '(.+)'>$")]
 _REQUIRED = ("commit_hash", "date", "params", "result_columns", "results")
+#: stored times (asv: milliseconds since 1970) must lie in [1970, 2262): pandas' nanosecond
+#: range, and far enough below a time in microseconds (~1.8e15 today) to catch that mix-up
+MS_MIN = 0
+MS_MAX = 9_223_372_036_854 - 86_400_000
+#: numeric machine facts; a value of another type is listed in ``errors`` and treated as unknown
+_NUMERIC_FACTS = ("cpu_cores", "memory_bytes", "gpu_memory_bytes")
 
 
 class ResultsDirError(Exception):
@@ -152,17 +163,43 @@ def _load_benchmarks(results_dir: Path, errors: list[LoadError]) -> dict[str, di
     return {k: v for k, v in data.items() if k != "version" and isinstance(v, dict)}
 
 
-def _facts_row(machine: str, facts: dict[str, Any]) -> dict[str, Any]:
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string, not NaN or infinity)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _facts_row(machine: str, facts: dict[str, Any], bad: list[str]) -> dict[str, Any]:
+    """One ``machines`` row; a value of the wrong type becomes None and is named in ``bad``."""
     row: dict[str, Any] = {"machine": machine}
     for key in FACT_FIELDS:
         row[key] = facts.get(key)
-    copy = facts.get("copy_gbps") or {}
-    row["copy_gbps_cpu"] = copy.get("cpu") if isinstance(copy, dict) else None
-    row["copy_gbps_cuda"] = copy.get("cuda") if isinstance(copy, dict) else None
-    versions = facts.get("versions") or {}
+    for key in _NUMERIC_FACTS:
+        value = row[key]
+        if value is not None and not (_is_number(value) and value >= 0):
+            bad.append(f"{key} {_short_repr(value)} is not a number ≥ 0")
+            row[key] = None
+    copy = facts.get("copy_gbps")
+    if copy is not None and not isinstance(copy, dict):
+        bad.append(f"copy_gbps {_short_repr(copy)} is not an object")
+        copy = None
+    for dev in ("cpu", "cuda"):
+        value = (copy or {}).get(dev)
+        if value is not None and not (_is_number(value) and value > 0):
+            bad.append(f"copy_gbps.{dev} {_short_repr(value)} is not a positive number")
+            value = None
+        row[f"copy_gbps_{dev}"] = value
+    versions = facts.get("versions")
     if isinstance(versions, dict):
         for name, ver in versions.items():
             row[f"version_{name}"] = ver
+    elif versions is not None:
+        bad.append(f"versions {_short_repr(versions)} is not an object")
     return row
 
 
@@ -177,7 +214,10 @@ def _load_facts(facts_dir: Path, errors: list[LoadError]) -> dict[str, dict[str,
             errors.append(LoadError(str(path), str(exc)))
             continue
         machine = data.get("machine") if isinstance(data.get("machine"), str) else path.stem
-        rows[machine] = _facts_row(machine, data)
+        bad: list[str] = []
+        rows[machine] = _facts_row(machine, data, bad)
+        if bad:
+            errors.append(LoadError(str(path), "; ".join(bad) + ": treated as unknown"))
     return rows
 
 
@@ -194,6 +234,24 @@ class _Columns:
         self.chunk_bench: list[str] = []
         self.chunk_started: list[float] = []
         self.chunk_version: list[Any] = []
+
+
+def _check_time(value: Any, what: str, allow_none: bool = False) -> float:
+    """A stored time in ms since 1970 as a float (NaN for an allowed None); raises ValueError
+    with a one-line reason when it is not a number or lies outside [1970, 2262)."""
+    if value is None and allow_none:
+        return math.nan
+    if not (isinstance(value, int | float) and not isinstance(value, bool)):
+        raise ValueError(f"{what} {_short_repr(value)} is not a number "
+                         "(expected milliseconds since 1970)")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {_short_repr(value)} is not a finite number "
+                         "(expected milliseconds since 1970)")
+    if not MS_MIN <= value < MS_MAX:
+        hint = " (microseconds or nanoseconds?)" if value > 0 else ""
+        raise ValueError(f"{what} {_short_repr(value)} is out of range: expected milliseconds "
+                         f"since 1970, a time between 1970 and 2262{hint}")
+    return float(value)
 
 
 def _as_list(value: Any, n: int) -> list[Any]:
@@ -222,11 +280,17 @@ def _parse_result_file(
         results = data["results"]
         if not isinstance(columns, list) or not isinstance(results, dict):
             raise ValueError("'result_columns' must be a list and 'results' an object")
+        date = _check_time(data["date"], "date")
+        col_index = {name: i for i, name in enumerate(columns)}
+        i_started = col_index.get("started_at")
+        if i_started is not None:  # one bad clock reading discredits the whole file
+            for bench, row in results.items():
+                if isinstance(row, list) and i_started < len(row):
+                    _check_time(row[i_started], f"{bench}: started_at", allow_none=True)
     except ValueError as exc:
         errors.append(LoadError(str(path), str(exc)))
         return None
 
-    col_index = {name: i for i, name in enumerate(columns)}
     env_params = data.get("params") if isinstance(data.get("params"), dict) else {}
     machine = env_params.get("machine") if isinstance(env_params.get("machine"), str) else None
     first_started = math.inf
@@ -260,8 +324,7 @@ def _parse_result_file(
         cols.samples.extend(_as_list(get("samples"), n))
         for key in STAT_KEYS:
             cols.stats[key].extend(_as_list(get("stats_" + key), n))
-        started = get("started_at")
-        started = float(started) if isinstance(started, int | float) else math.nan
+        started = _check_time(get("started_at"), "started_at", allow_none=True)
         if started == started:
             first_started = min(first_started, started)
         cols.combo_ids.append(combo_ids)
@@ -271,11 +334,10 @@ def _parse_result_file(
         cols.chunk_started.append(started)
         cols.chunk_version.append(get("version"))
         n_rows += n
-    date = data.get("date")
     return {
         "machine": machine or dir_machine,
         "commit": str(data.get("commit_hash")),
-        "date": float(date) if isinstance(date, int | float) else math.nan,
+        "date": date,
         "env": str(data.get("env_name") or path.stem.split("-", 1)[-1]),
         "file": str(path),
         "first_started": first_started,
@@ -311,16 +373,27 @@ class _ComboTable:
         return ids
 
 
-def _numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(float array, is-None mask) of a list holding numbers, None and NaN."""
+def _numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(float array, is-None mask, unreadable mask) of a list holding numbers, None and NaN.
+
+    Unreadable: a value that is neither None, NaN nor a finite number (infinity, any string,
+    a list); it becomes NaN in the array.
+    """
     is_none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
     try:
         out = np.array(values, dtype=float)  # None -> NaN
-    except (TypeError, ValueError):  # a stray string or list: unreadable values become NaN
+        bad = np.isinf(out)
+    except (TypeError, ValueError):  # a stray string or list
         obj = np.empty(len(values), dtype=object)
         obj[:] = values
-        out = pd.to_numeric(pd.Series(obj), errors="coerce").to_numpy(dtype=float)
-    return out, is_none
+        out = np.array(pd.to_numeric(pd.Series(obj), errors="coerce"), dtype=float)
+        stored_nan = np.fromiter((isinstance(v, float) and v != v for v in values), dtype=bool,
+                                 count=len(values))
+        is_str = np.fromiter((isinstance(v, str) for v in values), dtype=bool,
+                             count=len(values))
+        bad = np.isinf(out) | (np.isnan(out) & ~is_none & ~stored_nan) | is_str
+    out[bad] = np.nan
+    return out, is_none, bad
 
 
 def _categorical(small: Sequence[Any], codes: np.ndarray) -> pd.Categorical:
@@ -333,11 +406,28 @@ def _categorical(small: Sequence[Any], codes: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(table[codes] if len(codes) else codes, categories=uniq)
 
 
+def _unreadable_values(
+    bad: np.ndarray, values: list[Any], chunk_of_row: np.ndarray, cols: _Columns,
+    files: list[dict[str, Any]], errors: list[LoadError],
+) -> None:
+    """One LoadError per (file, benchmark) holding stored values that are not finite numbers."""
+    rows = np.flatnonzero(bad)  # ascending, so their chunks are too
+    chunks, starts, counts = np.unique(chunk_of_row[rows], return_index=True, return_counts=True)
+    for chunk, start, count in zip(chunks, starts, counts, strict=True):
+        first = rows[start:start + min(count, 20)]
+        shown = ", ".join(dict.fromkeys(_short_repr(values[i], 20) for i in first))
+        errors.append(LoadError(
+            files[cols.chunk_file[chunk]]["file"],
+            f"{cols.chunk_bench[chunk]}: {count} stored value(s) not a finite number "
+            f"({shown}): not used"))
+
+
 def _assemble(
     cols: _Columns,
     files: list[dict[str, Any]],
     combos: _ComboTable,
     benchmarks: dict[str, dict[str, Any]],
+    errors: list[LoadError],
 ) -> pd.DataFrame:
     lens = np.asarray(cols.chunk_len, dtype=np.int64)
     file_of_row = np.repeat(np.asarray(cols.chunk_file, dtype=np.int64), lens)
@@ -368,10 +458,13 @@ def _assemble(
         chunk_of_row
     ]
 
-    values, is_none = _numeric(cols.values)
-    status = np.where(is_none, 1, np.where(np.isnan(values), 2, 0))
+    values, is_none, bad = _numeric(cols.values)
+    if bad.any():
+        _unreadable_values(bad, cols.values, chunk_of_row, cols, files, errors)
+    status = np.where(is_none, 1, np.where(bad, 3, np.where(np.isnan(values), 2, 0)))
     frame["value"] = values
-    frame["status"] = pd.Categorical.from_codes(status, categories=["ok", "failed", "skipped"])
+    frame["status"] = pd.Categorical.from_codes(
+        status, categories=["ok", "failed", "skipped", "invalid"])
     for key in STAT_KEYS:
         frame[key] = _numeric(cols.stats[key])[0]
     samples = np.empty(len(cols.samples), dtype=object)
@@ -460,7 +553,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> LoadedResults:
                 asv_info.setdefault(rec["machine"], info)
 
     if files and cols.chunk_len:
-        frame = _assemble(cols, files, combos, benchmarks)
+        frame = _assemble(cols, files, combos, benchmarks, errors)
     else:
         frame = _empty_frame(combos.names)
     machines = _machines_frame(asv_info, facts)

@@ -22,7 +22,12 @@ def fmt_value(value: Any, unit: str | None) -> str:
     """A value with its unit, scaled for reading (``3.84 ms``, ``1.2 GiB``, ``1.0e-05``)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):  # not a number: shown as stored
+        return str(value)
+    if not math.isfinite(v):
+        return "–"
     unit = unit or ""
     if unit == "seconds":
         for name, scale in _TIME:

@@ -205,10 +205,16 @@ def test_dashboard_full_and_empty(regressed: Path, tmp_path: Path,
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, _, _ = run(capsys, "dashboard", "--results", str(empty), "--out", str(tmp_path / "e"),
-                   "--asv-html", "http://asv.example/")
-    page = (tmp_path / "e" / "index.html").read_text()
-    assert rc == 0 and "no readable benchmark results" in page and "benchmarks.json" in page
+    # the CLI refuses a folder with nothing readable, like the reports (exit 2, one line)...
+    rc, out, err = run(capsys, "dashboard", "--results", str(empty), "--out",
+                       str(tmp_path / "e"), "--asv-html", "http://asv.example/")
+    assert rc == 2 and out == "" and not (tmp_path / "e").exists()
+    assert len(err.strip().splitlines()) == 1 and f"--results {empty}" in err
+    # ... while the Python API still writes a page saying what is missing
+    from lnbench.report.dashboard import build_dashboard
+
+    page = build_dashboard(empty, tmp_path / "e", asv_html="http://asv.example/").read_text()
+    assert "no readable benchmark results" in page and "benchmarks.json" in page
     assert "http://asv.example/" in page
     rc, _, err = run(capsys, "dashboard", "--results", str(tmp_path / "nope"), "--out",
                      str(tmp_path / "x"))
