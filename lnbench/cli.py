@@ -102,7 +102,13 @@ def select_cases(args: argparse.Namespace, grid: str) -> list:
             else cases(grid, shapes=shapes, dtypes=args.dtype, dists=args.dist)
         datas: list = list(cs)
         for f in getattr(args, "inputs", None) or []:
-            datas.append(load_inputs(f))
+            try:
+                datas.append(load_inputs(f))
+            except MemoryError as e:
+                from lnbench.judge import error_reason
+
+                raise UsageError(f"--inputs {f}: too large for this machine "
+                                 f"({error_reason(e)})") from None
     except ValueError as e:
         raise UsageError(str(e)) from None
     return datas
@@ -141,6 +147,10 @@ def run_checks(impls: list, items: list, progress: bool = False) -> list:
 
         it = tqdm(items, desc="check", unit="case", leave=False, file=sys.stderr)
     for item in it:
+        if isinstance(item, Case) and all(i.unavailable() or i.unsupported(item) for i in impls):
+            for impl in impls:  # nothing here would run: no inputs to make (GPU grids on a CPU)
+                results.extend(case_error_rows(impl, item, ""))
+            continue
         try:
             data = make_data(item) if isinstance(item, Case) else item
         except MemoryError as e:  # inputs too large for this machine: every check says so

@@ -240,3 +240,47 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
     missing = [m for m in third
                if not {d.lower().replace("_", "-") for d in dists.get(m, [m])} & declared]
     assert not missing, f"imported but not in pyproject's dependencies: {missing}"
+
+
+def test_asv_suite_refuses_settings_that_would_give_another_suite(monkeypatch):
+    from lnbench.measure import asvbench
+
+    monkeypatch.setenv("LNBENCH_DTYPES", "float32, float16")  # spaces are fine
+    assert asvbench.dtypes() == ["float32", "float16"]
+    for bad in ("fp32", "float32,bogus", " , "):
+        monkeypatch.setenv("LNBENCH_DTYPES", bad)
+        with pytest.raises(ValueError, match="LNBENCH_DTYPES"):
+            asvbench.dtypes()
+    monkeypatch.delenv("LNBENCH_DTYPES")
+    monkeypatch.setenv("LNBENCH_IMPLS", "numpy.kevin, numpy.kevn")
+    with pytest.raises(ValueError, match="LNBENCH_IMPLS: 'numpy.kevn' matches no implementation"):
+        asvbench.impl_names()
+    monkeypatch.setenv("LNBENCH_IMPLS", "numpy.kevin")
+    monkeypatch.setenv("LNBENCH_TORCH_DEVICE", "CPU")
+    with pytest.raises(ValueError, match="LNBENCH_TORCH_DEVICE='CPU'"):
+        asvbench.impl_names()
+
+
+def test_inputs_too_large_to_load_are_exit_2_naming_the_file(capsys, monkeypatch, tmp_path):
+    import lnbench.grid as G
+
+    def load_inputs(path):
+        raise MemoryError("Unable to allocate 5.96 GiB")
+
+    monkeypatch.setattr(G, "load_inputs", load_inputs)
+    code, out, err = run(capsys, "check", "--impl", "numpy.kevin", "--inputs",
+                         str(tmp_path / "acts.npz"))
+    assert code == 2 and out == ""
+    one_line(err, "acts.npz", "out of memory")
+
+
+def test_cases_where_nothing_would_run_make_no_inputs(capsys, monkeypatch):
+    """`check --grid anchors` on a machine without a GPU: every GPU implementation skips, so the
+    large anchor inputs are never made (they took a minute for nothing)."""
+    import lnbench.grid as G
+
+    monkeypatch.setattr(G, "make_data", lambda case: pytest.fail(f"made inputs for {case}"))
+    code, out, _ = run(capsys, "check", "--grid", "anchors", "--impl", "cupy.kevin", "--dist",
+                       "normal", "--dtype", "float32", "--json")
+    rows = json.loads(out)["results"]
+    assert code == 0 and rows and all(r["status"] == "skipped" and r["reason"] for r in rows)

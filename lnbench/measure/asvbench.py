@@ -33,9 +33,21 @@ def _load_plugins() -> tuple[str, ...]:
     from lnbench.plugins import load_env
 
     errors = tuple(load_env())
+    listed = os.environ.get("LNBENCH_PLUGINS", "").split(":")
+    rel = [p for p in listed if p and not os.path.isabs(p)]
     for e in errors:
-        print(f"lnbench: LNBENCH_PLUGINS: {e}", file=sys.stderr)
+        hint = (" (asv runs benchmarks in a temporary folder: give plugins as absolute paths, "
+                "e.g. LNBENCH_PLUGINS=$PWD/FILE.py; scripts/nightly does this)") if rel else ""
+        print(f"lnbench: LNBENCH_PLUGINS: {e}{hint}", file=sys.stderr)
     return errors
+
+
+def _check_env() -> None:
+    """The suite's environment variables, refused with ValueError naming the variable (asv shows
+    it when it collects the benchmarks) rather than silently giving another suite."""
+    forced = os.environ.get("LNBENCH_TORCH_DEVICE")
+    if forced is not None and forced not in ("cpu", "cuda"):
+        raise ValueError(f"LNBENCH_TORCH_DEVICE={forced!r}: must be cpu or cuda")
 
 
 def impl_names() -> list[str]:
@@ -43,11 +55,17 @@ def impl_names() -> list[str]:
 
     _load_plugins()
     only = os.environ.get("LNBENCH_IMPLS")  # optional comma-separated globs, e.g. for CI
+    _check_env()
     impls = list(registry().values())
     if only:
         import fnmatch
 
         pats = [p.strip() for p in only.split(",") if p.strip()]
+        for p in pats:
+            if not any(fnmatch.fnmatchcase(i.name, p) for i in impls):
+                raise ValueError(f"LNBENCH_IMPLS: {p!r} matches no implementation "
+                                 "(`lnbench list` shows the ids; a plugin that failed to load "
+                                 "is named above)")
         impls = [i for i in impls if any(fnmatch.fnmatchcase(i.name, p) for p in pats)]
     return [i.name for i in impls]
 
@@ -60,7 +78,14 @@ def dtypes() -> list[str]:
     from lnbench.dtypes import DTYPES
 
     only = os.environ.get("LNBENCH_DTYPES")
-    return [d for d in DTYPES if not only or d in only.split(",")]
+    if not only:
+        return list(DTYPES)
+    want = [d.strip() for d in only.split(",") if d.strip()]
+    bad = [d for d in want if d not in DTYPES]
+    if bad or not want:
+        raise ValueError(f"LNBENCH_DTYPES={only!r}: {', '.join(bad) or 'empty'}; choose from "
+                         f"{', '.join(DTYPES)}")
+    return [d for d in DTYPES if d in want]
 
 
 def backward_params() -> list[list[str]]:

@@ -143,8 +143,12 @@ def run(
     out = []
     for item in items:
         try:
-            data: CaseData | None = make_data(item) if isinstance(item, Case) else item
+            data: CaseData | None = None
             why = ""
+            if not isinstance(item, Case):
+                data = item
+            elif not all(i.unavailable() or i.unsupported(item) for i in impls):
+                data = make_data(item)  # else nothing here would run: no inputs to make
         except MemoryError as e:  # inputs too large for this machine: every point says so
             data, why = None, f"inputs: {error_reason(e)}"
         for impl in impls:
