@@ -159,6 +159,135 @@ def test_bad_usage_exits_2(tmp_path: Path) -> None:
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
 
 
+def _one_line(err: str, *names: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def _dry(tmp: Path, *args: str, env: dict[str, str] | None = None,
+         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """scripts/nightly --dry-run (nothing runs) with extra environment variables."""
+    (tmp / "home").mkdir(exist_ok=True)
+    cmd = [sys.executable, str(NIGHTLY), "--dry-run", *args]
+    return subprocess.run(cmd, env={**_env(tmp / "home"), **(env or {})}, cwd=cwd,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_lnbench_grid_is_checked_like_the_option(tmp_path: Path) -> None:
+    # argparse never checks a default against choices: an env default used to get through
+    proc = _dry(tmp_path, env={"LNBENCH_GRID": "bogus"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    _one_line(proc.stderr, "LNBENCH_GRID", "bogus")
+    assert "==>" not in proc.stdout
+    proc = _dry(tmp_path, env={"LNBENCH_GRID": "full"})
+    assert proc.returncode == 0, proc.stderr
+    assert "grid full" in proc.stdout and "LNBENCH_GRID=full" in proc.stdout
+    proc = _dry(tmp_path, "--grid", "anchors", env={"LNBENCH_GRID": "bogus"})  # option wins
+    assert proc.returncode == 0, proc.stderr
+    assert "grid anchors" in proc.stdout
+    proc = _dry(tmp_path, env={"LNBENCH_GRID": ""})
+    assert proc.returncode == 0 and "grid quick" in proc.stdout, proc.stderr
+
+
+def test_bad_paths_and_values_exit_2_with_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    (tmp_path / "list.json").write_text("[1]\n")
+    cases = [
+        (["--results", str(afile)], ["--results", "not a directory"]),
+        (["--html", str(afile / "sub")], ["--html", "afile"]),
+        (["--site", str(afile)], ["--site", "afile"]),
+        (["--bench", "("], ["--bench", "regular expression"]),
+        (["--range", "a..b", "--steps", "-5"], ["--steps", "-5"]),
+        (["--range", "a..b", "--steps", "0"], ["--steps"]),
+        (["--grid", "huge"], ["--grid", "huge"]),
+        (["--config", str(tmp_path / "list.json")], ["--config", "list.json"]),
+    ]
+    if Path("/proc/self").is_dir():  # a folder nobody can create anything in
+        cases.append((["--results", "/proc/nores"], ["--results", "/proc/nores"]))
+    for args, names in cases:
+        proc = _dry(tmp_path, *args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        _one_line(proc.stderr, *names)
+        assert "Traceback" not in proc.stderr
+    assert afile.read_text() == "not a folder\n"
+    assert not (tmp_path / "site").exists()  # the check creates nothing
+    # a folder that does not exist yet is fine, and is not created by --dry-run
+    proc = _dry(tmp_path, "--results", str(tmp_path / "new" / "results"), "--bench", "Back.*",
+                "--range", "HEAD~2..HEAD", "--steps", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".nightly-probe-")]
+
+
+def test_relative_plugins_become_absolute_and_missing_ones_exit_2(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "k").mkdir(parents=True)
+    (work / "k" / "mine.py").write_text("# a plugin\n")
+    (work / "abs.py").write_text("# another\n")
+    listed = f"k/mine.py::{work / 'abs.py'}"
+    proc = _dry(tmp_path, env={"LNBENCH_PLUGINS": listed}, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("nightly: LNBENCH_PLUG"))
+    assert line == f"nightly: LNBENCH_PLUGINS={work / 'k' / 'mine.py'}:{work / 'abs.py'}"
+    proc = _dry(tmp_path, env={"LNBENCH_PLUGINS": "k/mine.py:k/gone.py"}, cwd=work)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    _one_line(proc.stderr, "LNBENCH_PLUGINS", "k/gone.py")
+    assert "==>" not in proc.stdout
+
+
+def _load_nightly():
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader("lnbench_nightly_script", str(NIGHTLY))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(("codes", "keep_going", "expect", "ran"), [
+    # asv fails (1), the dashboard then fails (2): the first failure's code, as documented
+    ({"asv run": 1, "lnbench dashboard": 2}, True, 1, ["asv run", "asv publish",
+                                                      "lnbench dashboard"]),
+    ({"asv run": 2, "regression gate": 1}, True, 2, ["asv run", "asv publish",
+                                                    "lnbench dashboard", "regression gate"]),
+    ({"asv run": 2}, True, 2, ["asv run", "asv publish", "lnbench dashboard",
+                               "regression gate"]),
+    ({"asv publish": 3}, True, 3, ["asv run", "asv publish"]),
+    ({"asv run": 1, "lnbench dashboard": 2}, False, 1, ["asv run"]),
+    ({"regression gate": 1}, False, 1, ["asv run", "asv publish", "lnbench dashboard",
+                                        "regression gate"]),
+])
+def test_keep_going_exits_with_the_first_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str], codes,
+                                                 keep_going, expect, ran) -> None:
+    mod = _load_nightly()
+    titles: list[str] = []
+
+    def fake_run(self, title, cmd, env=None, capture=False, cwd=None):
+        self.header(title)
+        titles.append(title)
+        rc = next((c for k, c in codes.items() if title.startswith(k)), 0)
+        return rc, ""
+
+    monkeypatch.setattr(mod.Pipeline, "run", fake_run)
+    monkeypatch.setattr(mod, "needs_machine", lambda name: False)
+    monkeypatch.setattr(mod, "head_commit", lambda: "0" * 40)
+    for k in [k for k in os.environ if k.startswith(("LNBENCH_", "GITHUB_"))]:
+        monkeypatch.delenv(k)
+    argv = ["--results", str(tmp_path / "r"), "--html", str(tmp_path / "h"), "--site",
+            str(tmp_path / "s"), *(["--keep-going"] if keep_going else [])]
+    assert mod.main(argv) == expect
+    assert [next(k for k in ("asv run", "asv publish", "lnbench dashboard", "regression gate")
+                 if t.startswith(k)) for t in titles] == ran
+    capsys.readouterr()
+
+
 def test_range_mode_runs_asv_over_commits_in_built_environments(tmp_path: Path) -> None:
     proc = nightly(tmp_path, "--dry-run", "--range", "HEAD~3..HEAD", "--steps", "2",
                    "--machine", MACHINE, "--no-gate")
