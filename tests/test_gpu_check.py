@@ -9,6 +9,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -265,30 +266,34 @@ for name, fn in (("fake.ok", ok), ("fake.wrong", wrong), ("fake.crash", crash),
 '''
 
 
-def _standin_run(tmp_path: Path, fake_gpu: Path, plugin_src: str, args: list[str]) -> dict:
+def _standin_run(tmp_path: Path, fake_gpu: Path, plugin_src: str, args: list[str],
+                 env_extra: dict[str, str] | None = None, standin_extra: str = "") -> dict:
     """scripts/gpu-check with the CPU standing in for the GPU and ``plugin_src`` loaded; the
-    report (gpu-check.json, with gpu-check.md's text under "md")."""
+    report (gpu-check.json, with gpu-check.md's text under "md", the exit status under "rc",
+    stdout's last line under "last" and stdout under "stdout")."""
     site = tmp_path / "standin"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(STANDIN)
+    (site / "sitecustomize.py").write_text(STANDIN + standin_extra)
     plugin = tmp_path / "plugin.py"
     plugin.write_text(plugin_src)
     out = tmp_path / "out"
     env = {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
-           "LNBENCH_CPU_STANDS_IN_FOR_GPU": "1", "LNBENCH_TORCH_DEVICE": "cpu"}
+           "LNBENCH_CPU_STANDS_IN_FOR_GPU": "1", "LNBENCH_TORCH_DEVICE": "cpu", **(env_extra or {})}
     r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"),
               "--plugin", str(plugin), "--dtype", "float32", "--budget-s", "240", *args],
              env, fake_gpu)
     return json.loads((out / "gpu-check.json").read_text()) | {
         "md": (out / "gpu-check.md").read_text(), "rc": r.returncode,
-        "last": (r.stdout.strip().splitlines() or [""])[-1]}
+        "last": (r.stdout.strip().splitlines() or [""])[-1], "stdout": r.stdout}
 
 
 def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
                                                               fake_gpu: Path) -> None:
+    # a missing --plugin file is bad usage (exit 2, below); one named by LNBENCH_PLUGINS is
+    # listed in the report while the rest runs
     rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
-        "--plugin", str(tmp_path / "missing.py"), "--impl", "fake.*", "--impl", "cupy.fused",
-        "--shape", "64x256", "--shape", "128x512"])
+        "--impl", "fake.*", "--impl", "cupy.fused", "--shape", "64x256", "--shape", "128x512"],
+        env_extra={"LNBENCH_PLUGINS": str(tmp_path / "missing.py")})
     # wrong, crashed, sticky and out-of-memory points: exit 1 (CONTRACT.md), naming them
     assert rep["rc"] == 1 and "fake.wrong" in rep["last"] and "fake.ok" not in rep["last"]
     pts = {(p["impl"], p["M"]): p for p in rep["points"]}
@@ -417,8 +422,14 @@ def test_sweep_times_each_variant_and_survives_a_crash(tmp_path: Path, fake_gpu:
 
 
 def test_all_points_correct_exits_0(tmp_path: Path, fake_gpu: Path) -> None:
-    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, ["--impl", "fake.ok", "--shape", "32x128"])
+    # a repeated --impl, --dtype or --shape (also spelt differently) is one point, as in the CLI
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
+        "--impl", "fake.ok", "--impl", "fake.ok", "--dtype", "float32", "--shape", "32x128",
+        "--shape", "32X128", "--shape", "32x128"])
     assert rep["rc"] == 0 and [p["status"] for p in rep["points"]] == ["ok"]
+    assert rep["shapes"] == [[32, 128]] and "nothing_measured" not in rep
+    assert len(re.findall(r"\] worker \d+$", rep["stdout"], re.M)) == 1
+    assert rep["worker_failure"] is None
 
 
 @pytest.mark.parametrize("dist", ["normal", "offset", "constant", "outlier"])
@@ -448,3 +459,160 @@ def test_gpu_reference_gives_the_judges_tolerances(gc, monkeypatch, shape, dtype
                 assert gc.uses_exact_reference(argparse.Namespace(exact_ref=False), data.case)
             else:  # float64 against extended precision: far inside the judge's tolerance
                 assert err < 1e-3 * tols[g], g
+
+
+# --------------------------------------------------------------------------- bad usage, early stops
+# What a GPU session must never spend device time on: wrong arguments, an unwritable output
+# folder, a glob or plugin that names nothing to measure, a worker that keeps failing outside
+# any point.
+
+
+def _no_gpu_env(tmp_path: Path) -> dict[str, str]:
+    empty = tmp_path / "nobin"
+    empty.mkdir(exist_ok=True)
+    return {"PATH": f"{empty}{os.pathsep}{Path(sys.executable).parent}"}
+
+
+def _one_line_exit_2(r: subprocess.CompletedProcess, *names: str) -> str:
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout == "", r.stdout  # nothing started: no log, no worker
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(n in lines[0] for n in names), r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--shape", "garbage", "expected MxN"), ("--shape", "0x5", "at least 1"),
+    ("--shape", "32x128x4", "expected MxN"), ("--budget-s", "nan", "finite"),
+    ("--budget-s", "-5", "> 0"), ("--budget-s", "inf", "finite")])
+def test_bad_arguments_exit_2_in_one_line_on_any_machine(tmp_path: Path, flag: str, value: str,
+                                                          says: str) -> None:
+    out = tmp_path / "out"
+    r = _run([str(out), "--no-install", "--shape", "64x256", flag, value], _no_gpu_env(tmp_path))
+    line = _one_line_exit_2(r, flag, value, says)
+    rep = json.loads((out / "gpu-check.json").read_text())  # the folder works: files written
+    assert rep["status"] == "error" and line.split(": ", 1)[1] in rep["reason"]
+    assert flag in (out / "gpu-check.md").read_text()
+
+
+def test_bad_shape_on_a_gpu_box_starts_nothing(tmp_path: Path, fake_gpu: Path) -> None:
+    r = _run([str(tmp_path / "out"), "--no-install", "--no-tests", "--wheels",
+              str(tmp_path / "none"), "--shape", "32x128", "--shape", "0x5"], {}, fake_gpu)
+    _one_line_exit_2(r, "--shape", "'0x5'")
+    assert not (tmp_path / "out" / "gpu-check.jsonl").exists()
+
+
+@pytest.mark.parametrize("target", ["/proc/gpu-check-xx", "a-file"])
+def test_unwritable_out_is_one_line_exit_2_first(tmp_path: Path, target: str) -> None:
+    folder = target if target.startswith("/") else str(tmp_path / target)
+    if not folder.startswith("/proc"):
+        Path(folder).write_text("a file, not a folder\n")
+    # given by $OUT, with a bad argument too: the folder is checked first
+    r = _run(["--no-install", "--budget-s", "nan"], {**_no_gpu_env(tmp_path), "OUT": folder})
+    _one_line_exit_2(r, folder, "not writable")
+
+
+def _usage_on_gpu_box(tmp_path: Path, fake_gpu: Path, args: list[str]):
+    out = tmp_path / "out"
+    r = _run([str(out), "--no-install", "--no-tests", "--wheels", str(tmp_path / "none"), *args],
+             {}, fake_gpu)
+    return r, out
+
+
+@pytest.mark.parametrize("case", ["nomatch", "missing", "broken"])
+def test_impl_matching_nothing_or_a_bad_plugin_exit_2_before_any_device_work(
+        tmp_path: Path, fake_gpu: Path, case: str) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import lnbench\nraise RuntimeError('this plugin is broken')\n")
+    args, names = {
+        "nomatch": (["--impl", "cupy.fused", "--impl", "nomatch*"], ("--impl", "'nomatch*'")),
+        "missing": (["--plugin", str(tmp_path / "missing.py")], ("--plugin", "missing.py",
+                                                                 "no such file")),
+        "broken": (["--plugin", str(broken)], ("--plugin", "broken.py", "this plugin is broken")),
+    }[case]
+    r, out = _usage_on_gpu_box(tmp_path, fake_gpu, args)
+    # the probe ran (one line only: nothing logged before it counts against this)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(n in lines[0] for n in names), r.stderr
+    assert "worker" not in r.stdout and "tests:" not in r.stdout
+    assert "unavailable" not in r.stdout  # not even the package probes ran
+    rep = json.loads((out / "gpu-check.json").read_text())
+    assert rep["status"] == "error" and names[0] in rep["reason"]
+    assert not (out / "gpu-check.jsonl").exists()
+
+
+CPU_PLUGIN = '''
+import numpy as np
+from lnbench import register
+
+def backward(dy, x, gamma, mean, rstd, eps):
+    return np.zeros_like(x), None, None
+
+register("mine.v1", backward, array="numpy", device="cpu", dtypes=("float32",))
+'''
+
+
+def test_only_cpu_implementations_means_nothing_measured_said_plainly(tmp_path: Path,
+                                                                      fake_gpu: Path) -> None:
+    plugin = tmp_path / "cpu_plugin.py"
+    plugin.write_text(CPU_PLUGIN)
+    r, out = _usage_on_gpu_box(tmp_path, fake_gpu, [
+        "--plugin", str(plugin), "--impl", "mine.*", "--impl", "numpy.c9", "--impl", "numpy.c9"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = "nothing measured: mine.v1, numpy.c9 are not CUDA implementations"
+    assert said in r.stdout.strip().splitlines()[-1]
+    rep = json.loads((out / "gpu-check.json").read_text())
+    assert rep["status"] == "skipped" and rep["reason"] == said
+    assert said in (out / "gpu-check.md").read_text()
+    assert "worker" not in r.stdout and not (out / "gpu-check.jsonl").exists()
+
+
+def test_probe_names_a_plugins_cpu_implementations_and_keeps_the_cuda_ones(gc,
+                                                                           tmp_path: Path) -> None:
+    plugin = tmp_path / "cpu_plugin.py"
+    plugin.write_text(CPU_PLUGIN)
+    sel = gc.probe(plugin=[str(plugin)])  # no --impl: every CUDA implementation, listed always
+    assert sel["import_problem"] is None and sel["usage"] is None
+    assert sel["not_cuda"] == ["mine.v1"] and "cupy.fused" in sel["selected"]
+    assert "torch.autograd" not in sel["selected"]  # skipped by default, as before
+    assert gc.probe(shape=["2x"])["usage"].startswith("--shape: bad shape '2x'")
+
+
+def test_a_budget_too_small_to_start_says_why_nothing_was_measured(tmp_path: Path,
+                                                                   fake_gpu: Path) -> None:
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, ["--impl", "fake.ok", "--shape", "32x128",
+                                                    "--budget-s", "1"])
+    assert rep["rc"] == 0 and rep["points"] == []
+    assert rep["nothing_measured"].startswith("the time budget was spent")
+    assert "nothing measured" in rep["md"] and "] worker " not in rep["stdout"]
+
+
+OOM_INPUTS = '''
+if os.environ.get("LNBENCH_CPU_STANDS_IN_FOR_GPU") == "1":
+    import lnbench.grid as G
+    _make_data = G.make_data
+    def make_data(case, *a, **k):
+        if case.M == 128:
+            raise MemoryError("no room for the inputs of 128x512 (test)")
+        return _make_data(case, *a, **k)
+    G.make_data = make_data
+'''
+
+
+def test_a_crash_outside_any_point_stops_at_its_first_repeat_and_exits_1(tmp_path: Path,
+                                                                          fake_gpu: Path) -> None:
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
+        "--impl", "fake.ok", "--shape", "32x128", "--shape", "128x512"],
+        standin_extra=OOM_INPUTS)
+    assert rep["rc"] == 1, rep["stdout"]
+    assert "crashed outside any point" in rep["last"] and "MemoryError" in rep["last"]
+    # worker 1 measured 32x128 and died making 128x512's inputs; worker 2 died the same way
+    assert len(re.findall(r"\] worker \d+$", rep["stdout"], re.M)) == 2
+    assert "same failure again" in rep["stdout"]
+    assert [(p["impl"], p["M"], p["status"]) for p in rep["points"]] == [("fake.ok", 32, "ok")]
+    fail = rep["worker_failure"]
+    assert fail["reason"] == "MemoryError: no room for the inputs of 128x512 (test)"
+    assert "make_data" in fail["traceback"] and len(rep["worker_crashes"]) == 2
+    assert not rep["summary"]["fake.ok"]["meets_bar"]  # 128x512 never measured
+    assert "crashed outside any point" in rep["md"] and fail["reason"] in rep["md"]
