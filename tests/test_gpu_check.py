@@ -12,10 +12,10 @@ import os
 import re
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+from wheels import make_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu-check"
@@ -94,27 +94,11 @@ def test_cpu_only_torch_on_a_gpu_box_stops_with_the_reason(tmp_path: Path,
     assert rep["status"] == "skipped" and "CPU-only build" in rep["missing"]["torch"]
 
 
-def _wheel(folder: Path, name: str, body: str) -> Path:
-    """A minimal valid wheel (PEP 427) holding one module, made without any network."""
-    folder.mkdir(parents=True, exist_ok=True)
-    whl = folder / f"{name}-1.0-py3-none-any.whl"
-    di = f"{name}-1.0.dist-info"
-    files = {f"{name}/__init__.py": body,
-             f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-             f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                            "Tag: py3-none-any\n"}
-    files[f"{di}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{di}/RECORD,,\n"
-    with zipfile.ZipFile(whl, "w") as z:
-        for f, text in files.items():
-            z.writestr(f, text)
-    return whl
-
-
 def test_carried_wheels_reach_every_process_it_starts(gc, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    _wheel(tmp_path / "whl", "lnbench_wheel_probe", "VALUE = 42\n")
+    make_wheel(tmp_path / "whl", "lnbench_wheel_probe", body="VALUE = 42\n")
     report: dict = {}
     gc.use_wheels(tmp_path / "whl", report)
     assert report["wheels"]["rc"] == 0, report

@@ -10,10 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+from wheels import make_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -289,22 +289,6 @@ def test_bench_report_perf_only_with_one_repeat() -> None:
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 
 
-def _wheel(folder: Path, name: str, version: str) -> Path:
-    """A minimal valid pure-Python wheel (PEP 427), made without any network."""
-    folder.mkdir(parents=True, exist_ok=True)
-    whl = folder / f"{name}-{version}-py3-none-any.whl"
-    di = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": "",
-             f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                            "Tag: py3-none-any\n"}
-    files[f"{di}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{di}/RECORD,,\n"
-    with zipfile.ZipFile(whl, "w") as z:
-        for f, text in files.items():
-            z.writestr(f, text)
-    return whl
-
-
 def _pip_env(**extra: str) -> dict[str, str]:
     """No pip configuration of this machine (indexes, find-links, constraints), this Python's
     pip first on PATH, no retries."""
@@ -352,7 +336,7 @@ def test_gpu_prep_dest_that_is_a_file_exits_2(tmp_path: Path) -> None:
 @needs_bash
 def test_gpu_prep_failed_download_keeps_the_old_wheels_and_adds_extras(tmp_path: Path) -> None:
     dest = tmp_path / "whl"
-    old = _wheel(dest, "old_pkg", "1.0")
+    old = make_wheel(dest, "old_pkg", "1.0")
     before = old.read_bytes()
     env = _pip_env(PIP_INDEX_URL="http://127.0.0.1:9/simple")  # nothing listens on port 9
     proc = script("gpu-prep", "--dest", str(dest), "Liger_Kernel==0.6.1", "extra-pkg", env=env)
@@ -373,9 +357,9 @@ def test_gpu_prep_success_replaces_the_old_set(tmp_path: Path) -> None:
     for name, version in (("array_api_compat", "1.9"), ("array_api_compat", "1.12"),
                           ("liger_kernel", "0.6.1"), ("liger_kernel", "0.7.0"),
                           ("extra_pkg", "2.0")):
-        _wheel(links, name, version)
+        make_wheel(links, name, version)
     dest = tmp_path / "whl"
-    _wheel(dest, "old_pkg", "1.0")
+    make_wheel(dest, "old_pkg", "1.0")
     env = _pip_env(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links))
     proc = script("gpu-prep", "--dest", str(dest), "liger-kernel==0.6.1", "extra_pkg", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
