@@ -372,3 +372,17 @@ def test_gpu_prep_success_replaces_the_old_set(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in dest.iterdir()) == [
         "array_api_compat-1.12-py3-none-any.whl", "liger_kernel-0.7.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("args", [["speed-table", "results/cpu-bar-vm.json"],
+                                  ["nightly", "--help"]])
+def test_output_into_a_closed_pipe_is_no_traceback(args: list[str]) -> None:
+    """As `scripts/speed-table F | head -1`, deterministically: the reader is gone already."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, str(SCRIPTS / args[0]), *args[1:]], stdout=w,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
