@@ -21,8 +21,10 @@ metric, unit       method name (``time_backward``) and the unit from benchmarks.
 higher_is_better   see ``lnbench.report.metrics``
 value              the stored number (asv: median of samples for timings); NaN unless ok
 status             ``ok``; ``failed`` (asv stored null); ``skipped`` (asv stored NaN);
-                   ``invalid`` (stored value not a finite number, e.g. Infinity or a string:
-                   listed in ``errors`` per file and benchmark, and never used)
+                   ``invalid`` (stored value not a finite number, e.g. Infinity or a string,
+                   or one its metric cannot take: a time <= 0, negative bytes or rel_err —
+                   see ``metrics.lower_bound``; listed in ``errors`` per file and benchmark,
+                   and never used)
 ci_99_a … repeat   asv's stored statistics (``stats_*`` columns), NaN where absent
 samples            list of raw samples (``--record-samples``) or None
 version_ok         False when the stored benchmark version differs from benchmarks.json
@@ -49,7 +51,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -406,11 +408,29 @@ def _categorical(small: Sequence[Any], codes: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(table[codes] if len(codes) else codes, categories=uniq)
 
 
+def _impossible(values: np.ndarray, chunk_of_row: np.ndarray, chunk_bench: list[str],
+                unit_of: dict[str, str]) -> np.ndarray:
+    """Mask of finite values below their metric's lower bound (``metrics.lower_bound``)."""
+    bounds = [metrics.lower_bound(b, unit_of[b]) for b in chunk_bench]
+    lo = np.asarray([-np.inf if b is None else b[0] for b in bounds], dtype=float)[chunk_of_row]
+    strict = np.asarray([b is not None and b[1] for b in bounds], dtype=bool)[chunk_of_row]
+    with np.errstate(invalid="ignore"):
+        return np.where(strict, values <= lo, values < lo) & np.isfinite(values)
+
+
+def _bound_text(benchmark: str, unit: str) -> str:
+    bound = metrics.lower_bound(benchmark, unit)
+    assert bound is not None
+    return f"impossible for {unit} (must be {'>' if bound[1] else '>='} {bound[0]:g})"
+
+
 def _unreadable_values(
     bad: np.ndarray, values: list[Any], chunk_of_row: np.ndarray, cols: _Columns,
     files: list[dict[str, Any]], errors: list[LoadError],
+    what: Callable[[str], str] = lambda _: "not a finite number",
 ) -> None:
-    """One LoadError per (file, benchmark) holding stored values that are not finite numbers."""
+    """One LoadError per (file, benchmark) holding stored values that are not finite numbers
+    (or, with ``what``, values the metric cannot take)."""
     rows = np.flatnonzero(bad)  # ascending, so their chunks are too
     chunks, starts, counts = np.unique(chunk_of_row[rows], return_index=True, return_counts=True)
     for chunk, start, count in zip(chunks, starts, counts, strict=True):
@@ -418,7 +438,7 @@ def _unreadable_values(
         shown = ", ".join(dict.fromkeys(_short_repr(values[i], 20) for i in first))
         errors.append(LoadError(
             files[cols.chunk_file[chunk]]["file"],
-            f"{cols.chunk_bench[chunk]}: {count} stored value(s) not a finite number "
+            f"{cols.chunk_bench[chunk]}: {count} stored value(s) {what(cols.chunk_bench[chunk])} "
             f"({shown}): not used"))
 
 
@@ -461,6 +481,12 @@ def _assemble(
     values, is_none, bad = _numeric(cols.values)
     if bad.any():
         _unreadable_values(bad, cols.values, chunk_of_row, cols, files, errors)
+    impossible = _impossible(values, chunk_of_row, cols.chunk_bench, unit_of)
+    if impossible.any():
+        _unreadable_values(impossible, cols.values, chunk_of_row, cols, files, errors,
+                           what=lambda b: _bound_text(b, unit_of[b]))
+        values[impossible] = np.nan
+        bad |= impossible
     status = np.where(is_none, 1, np.where(bad, 3, np.where(np.isnan(values), 2, 0)))
     frame["value"] = values
     frame["status"] = pd.Categorical.from_codes(

@@ -53,6 +53,21 @@ def higher_is_better(benchmark: str, meta: Mapping[str, Any] | None = None) -> b
     return isinstance(unit, str) and bool(_RATE_UNIT.search(unit.strip()))
 
 
+def lower_bound(benchmark: str, unit: str | None) -> tuple[float, bool] | None:
+    """``(bound, strict)`` that every real value of ``benchmark`` lies above, or None.
+
+    A time (unit ``seconds``), a bandwidth or a % of copy is > 0; a byte count or a relative
+    error is >= 0. A stored value outside is impossible (a broken timer or a hand-edited file):
+    the loader marks it ``invalid``. Other ``track_`` values may be anything.
+    """
+    name = method_name(benchmark)
+    if unit == "seconds" or _HIGHER_NAME.search(name):
+        return 0.0, True
+    if unit == "bytes" or is_accuracy(benchmark):
+        return 0.0, False
+    return None
+
+
 def is_accuracy(benchmark: str) -> bool:
     """True for relative-error metrics (``track_rel_err_*``)."""
     return "rel_err" in method_name(benchmark)

@@ -200,6 +200,38 @@ def test_non_finite_values_listed_and_not_used(tmp_path: Path,
     assert rc == 0 and doc["regressions"] == [] and len(doc["errors"]) == N_COMMITS - 4 + 1
 
 
+REL_DX = "bench_backward.Accuracy.track_rel_err_dx"
+WORK = "bench_backward.Metrics.track_workspace_bytes"
+
+
+def test_impossible_values_listed_and_not_used(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A time of 0 or below, a negative rate, negative bytes or rel_err cannot be measured:
+    invalid, listed, never compared. A rel_err or workspace of exactly 0 is a real result."""
+    root = _tree(tmp_path / "r")
+    for i in range(4, N_COMMITS):  # a timer that went to 0 s: would read as an infinite speed-up
+        _patch(_file(root, i), lambda d: d["results"][TIME].__setitem__(0, [0.0]))
+    _patch(_file(root, 1), lambda d: d["results"][GBPS].__setitem__(0, [-3.0]))
+    _patch(_file(root, 2), lambda d: d["results"][REL_DX].__setitem__(0, [-1e-7]))
+    _patch(_file(root, 3), lambda d: (d["results"][REL_DX].__setitem__(0, [0.0]),
+                                      d["results"][WORK].__setitem__(0, [0])))
+    loaded = load_results(root)
+    errors = {(Path(e.path).name, e.reason.split(":")[0]) for e in loaded.errors}
+    assert errors == {(_file(root, i).name, TIME) for i in range(4, N_COMMITS)} | {
+        (_file(root, 1).name, GBPS), (_file(root, 2).name, REL_DX)}
+    reasons = {e.reason.split(":")[0]: e.reason for e in loaded.errors}
+    assert "impossible for seconds (must be > 0) (0.0)" in reasons[TIME]
+    assert "(must be >= 0) (-1e-07)" in reasons[REL_DX]
+    f = loaded.frame
+    t = f[f["benchmark"] == TIME].sort_values("commit_order")
+    assert list(t["status"]) == ["ok"] * 4 + ["invalid"] * (N_COMMITS - 4)
+    real_zero = f[(f["commit"] == syn.commit_hash(3)) & f["benchmark"].isin([REL_DX, WORK])]
+    assert list(real_zero["status"]) == ["ok", "ok"] and (real_zero["value"] == 0).all()
+    rc, out, _ = run(capsys, "report", "regressions", "--results", str(root), "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["improvements"] == [] and len(doc["errors"]) == N_COMMITS - 4 + 2
+
+
 def test_absurd_values_dashboard_does_not_crash(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     root = _tree(tmp_path / "r")
