@@ -12,7 +12,6 @@ the same thunk with asv's timer (CUDA calls are synchronised so the host timer i
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from functools import cache
@@ -183,22 +182,68 @@ def value(rec: dict[str, Any], key: str) -> float:
     return float(v)
 
 
-def _write_facts(bench_file: str | None = None) -> None:
-    """Store machine facts beside asv's results.
+def asv_results_dir(bench_file: str | None = None) -> Path | None:
+    """The ``results_dir`` of the asv run this process belongs to, or None when none is found.
 
-    The config folder is ``ASV_CONF_DIR`` (asv sets it in the environments it builds, not with
-    ``--python=same``), else the folder above the benchmarks that holds asv.conf.json.
+    asv changes into the folder of the config it reads (``--config``, default asv.conf.json or
+    .jsonc) and resolves ``results_dir`` against it; benchmarks run in a temporary folder, and
+    ``ASV_CONF_DIR`` is set only in environments asv builds (not with ``--python=same``). So the
+    first ``asv`` process among this process's ancestors (psutil) names the config: its working
+    folder and ``--config``'s file name. Without one: ``ASV_CONF_DIR``, else the folder above
+    the benchmarks if it holds asv.conf.json.
     """
-    conf = os.environ.get("ASV_CONF_DIR")
-    if not conf and bench_file:
-        up = Path(bench_file).resolve().parent.parent
-        conf = str(up) if (up / "asv.conf.json").exists() else None
-    if not conf:
+    conf = _asv_ancestor_config()
+    if conf is None:
+        folder = os.environ.get("ASV_CONF_DIR")
+        if not folder and bench_file:
+            folder = str(Path(bench_file).resolve().parent.parent)
+        if not folder:
+            return None
+        conf = next((c for c in (Path(folder) / "asv.conf.json", Path(folder) / "asv.conf.jsonc")
+                     if c.is_file()), None)
+        if conf is None:
+            return None
+    from asv.util import load_json
+
+    try:
+        cfg = load_json(str(conf), js_comments=True)
+    except Exception:  # asv raises its UserError for bad JSON; facts are a courtesy, not a must
+        return None
+    return conf.parent / str(cfg.get("results_dir") or "results")
+
+
+def _asv_ancestor_config() -> Path | None:
+    import psutil
+
+    try:
+        for proc in psutil.Process().parents():
+            args = proc.cmdline()
+            at = next((i for i, a in enumerate(args) if Path(a).name == "asv"), None)
+            if at is None:
+                continue
+            name = None
+            rest = args[at + 1:]
+            for i, a in enumerate(rest):
+                if a == "--config" and i + 1 < len(rest):
+                    name = Path(rest[i + 1]).name
+                elif a.startswith("--config="):
+                    name = Path(a.split("=", 1)[1]).name
+            folder = Path(proc.cwd())
+            names = [name] if name else ["asv.conf.json", "asv.conf.jsonc"]
+            return next((folder / n for n in names if (folder / n).is_file()), None)
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def _write_facts(bench_file: str | None = None) -> None:
+    """Store machine facts in the running asv's results folder (see :func:`asv_results_dir`)."""
+    results = asv_results_dir(bench_file)
+    if results is None:
         return
     from lnbench.measure.machine import write_facts
 
     try:
-        cfg = json.loads((Path(conf) / "asv.conf.json").read_text())
-        write_facts(Path(conf) / cfg.get("results_dir", "results"))
+        write_facts(results)
     except (OSError, ValueError):
         pass
