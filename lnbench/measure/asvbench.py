@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from lnbench.grid import DISTS, GRIDS, Case, grid_name, make_data, parse_shape, shape_str
+from lnbench.measure import heap
+
+# before any case allocates or any worker thread starts (asv's forkserver imports the suite once
+# and forks every benchmark from it, so each benchmark process inherits this)
+heap.steady()
 
 
 def _key(*parts: str) -> str:

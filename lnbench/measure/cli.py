@@ -24,11 +24,22 @@ def add_parsers(sub: Any, filters: Callable[[argparse.ArgumentParser], None]) ->
     p.set_defaults(func=cmd_run)
 
 
+def steady_heap(usage_error: type[Exception]) -> None:
+    """The heap policy (lnbench.measure.heap) before anything allocates or starts threads."""
+    from lnbench.measure import heap
+
+    try:
+        heap.steady()
+    except ValueError as e:
+        raise usage_error(str(e)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from lnbench.cli import EXIT_FAIL, EXIT_OK, UsageError, load_plugins, select_cases, select_impls
     from lnbench.measure.machine import facts
     from lnbench.measure.run import run
 
+    steady_heap(UsageError)
     if args.out and not args.out.endswith((".json", ".csv")):
         raise UsageError(f"--out {args.out}: must end in .json or .csv")
     if args.out:  # before measuring anything: a run must not be lost to a bad path at the end

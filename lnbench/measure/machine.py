@@ -144,6 +144,8 @@ def facts(measure_bandwidth: bool = True) -> dict[str, Any]:
     """Everything reports need to compare this machine with others."""
     import psutil
 
+    from lnbench.measure import heap
+
     gpu = gpu_facts()
     copy = {"cpu": None, "cuda": None}
     if measure_bandwidth:
@@ -163,6 +165,7 @@ def facts(measure_bandwidth: bool = True) -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": {p: v for p in VERSIONED if (v := _version(p))},
         "copy_gbps": copy,
+        "malloc": heap.policy(),  # steady or system: lnbench.measure.heap
     }
 
 

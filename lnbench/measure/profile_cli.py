@@ -45,9 +45,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from lnbench.dtypes import np_dtype
     from lnbench.grid import DISTS, Case, make_data, parse_shape
     from lnbench.judge import error_reason
+    from lnbench.measure.cli import steady_heap
     from lnbench.measure.profile import ProfileUnavailable, profile_impl
     from lnbench.registry import get
 
+    steady_heap(UsageError)
     load_plugins(args.plugin)
     name = _one(args.impl, "--impl")
     shape = _one(args.shape, "--shape")
