@@ -120,6 +120,10 @@ def render_regressions(doc: dict[str, Any], fmt: str) -> str:
     intro = (f"{n_reg} regression(s) and {n_imp} improvement(s){scope}, over "
              f"{summ.get('commits', 0)} commit(s), {summ.get('series', 0)} series, machines: "
              f"{', '.join(summ.get('machines', [])) or 'none'}. Unreadable files: {n_err}.")
+    if summ.get("pct_copy_moved_with_copy_bandwidth"):
+        intro += (f" Not listed: {summ['pct_copy_moved_with_copy_bandwidth']} change(s) of % of "
+                  "copy whose GB/s did not change (the run's measured copy bandwidth moved, not "
+                  "the code).")
     if fmt == "md":
         parts = ["# Benchmark regressions", "", intro, ""]
         for title, key in (("Regressions", "regressions"), ("Improvements", "improvements")):
