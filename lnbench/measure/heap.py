@@ -16,8 +16,9 @@ which is what a caching allocator gives on a GPU (torch's and CuPy's pools): one
 calls have grown the heap to its high-water mark, a backward faults no pages per call
 (torch.kevin 256x1024 float64 in a fresh process: 0 per call after 10 calls, against 230-400
 with glibc's defaults; ``tests/test_heap.py``), and a case's time no longer depends on the cases
-measured before it. The timers' warm-up and medians absorb the first calls. ``LNBENCH_MALLOC=system``
-keeps glibc's defaults, so allocation costs (page faults) are in the times, history and all.
+measured before it. The timers' warm-up and medians absorb the first calls.
+``LNBENCH_MALLOC=system`` keeps glibc's defaults, so allocation costs (page faults) are in the
+times, history and all.
 On a C library other than glibc nothing is changed and the policy reads ``system``.
 """
 
