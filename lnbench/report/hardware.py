@@ -165,8 +165,14 @@ def hardware_table(
             "gpu_name": f.get("gpu_name") if isinstance(f.get("gpu_name"), str) else None,
             "copy_gbps_cpu": f.get("copy_gbps_cpu"),
             "copy_gbps_cuda": f.get("copy_gbps_cuda"),
+            "malloc": f.get("malloc") if isinstance(f.get("malloc"), str) else None,
         })
         if not f.get("has_facts", False):
             notes.append(f"{m}: no lnbench-machines/{m}.json: hardware and copy speed unknown")
+    heaps = {m: i["malloc"] or "system" for m, i in zip(used["machine"], info, strict=True)}
+    if len(set(heaps.values())) > 1:  # facts written before lnbench set a policy read "system"
+        notes.append("machines measured under different heap policies ("
+                     + ", ".join(f"{m}: {h}" for m, h in heaps.items())
+                     + "): CPU times that allocate are not comparable (lnbench/measure/heap.py)")
     machines = pd.concat([used, pd.DataFrame(info)], axis=1)
     return HardwareReport(rows, machines, baseline, commit, notes, errors)

@@ -70,7 +70,7 @@ FACTS_DIR = "lnbench-machines"
 STAT_KEYS = ("ci_99_a", "ci_99_b", "q_25", "q_75", "number", "repeat")
 FACT_FIELDS = (
     "recorded_at", "cpu_model", "cpu_cores", "memory_bytes", "gpu_name", "gpu_memory_bytes",
-    "driver", "cuda",
+    "driver", "cuda", "malloc",
 )
 _QUOTED = [re.compile(r"^'(.+)'$"), re.compile(r"^u'(.+)'$"), re.compile(r"^<class '(.+)'>$")]
 _REQUIRED = ("commit_hash", "date", "params", "result_columns", "results")
@@ -186,6 +186,9 @@ def _facts_row(machine: str, facts: dict[str, Any], bad: list[str]) -> dict[str,
         if value is not None and not (_is_number(value) and value >= 0):
             bad.append(f"{key} {_short_repr(value)} is not a number ≥ 0")
             row[key] = None
+    if row["malloc"] is not None and not isinstance(row["malloc"], str):
+        bad.append(f"malloc {_short_repr(row['malloc'])} is not a string")
+        row["malloc"] = None
     copy = facts.get("copy_gbps")
     if copy is not None and not isinstance(copy, dict):
         bad.append(f"copy_gbps {_short_repr(copy)} is not an object")

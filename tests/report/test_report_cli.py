@@ -236,3 +236,27 @@ def test_dashboard_partial_results(tmp_path: Path, capsys: pytest.CaptureFixture
     assert rc == 0
     assert "box: no track_gbps results" in page and "box: no track_rel_err_dx results" in page
     assert (tmp_path / "site" / "history-box-time_backward.png").exists()
+
+
+def test_hardware_notes_different_heap_policies(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    root = _tree(tmp_path, regress=False, n_commits=3, machines={"a": 21.7, "b": 30.0})
+    facts = root / "lnbench-machines"
+    for name, heap in (("a", "steady"), ("b", None)):  # b: facts from before the policy existed
+        data = json.loads((facts / f"{name}.json").read_text())
+        if heap:
+            data["malloc"] = heap
+        (facts / f"{name}.json").write_text(json.dumps(data))
+    rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and {m["machine"]: m["malloc"] for m in doc["machines"]} == {
+        "a": "steady", "b": None}
+    assert any("different heap policies (a: steady, b: system)" in n for n in doc["notes"])
+    data = json.loads((facts / "b.json").read_text())
+    (facts / "b.json").write_text(json.dumps({**data, "malloc": "steady"}))
+    rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
+    assert not any("heap" in n for n in json.loads(out)["notes"])
+    (facts / "b.json").write_text(json.dumps({**data, "malloc": 3}))  # wrong type: unknown
+    rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and any("malloc 3 is not a string" in e["reason"] for e in doc["errors"])
