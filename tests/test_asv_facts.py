@@ -22,10 +22,8 @@ PROBE = "from lnbench.measure.asvbench import asv_results_dir; print(asv_results
 # benchmark process in another folder (asv runs benchmarks in a temporary one)
 FAKE_ASV = f"""
 import os, subprocess, sys
-args = sys.argv[1:]
-conf = next((a.split("=", 1)[1] for a in args if a.startswith("--config=")), None)
-if "--config" in args:
-    conf = args[args.index("--config") + 1]
+from asv.commands import make_argparser
+conf = make_argparser()[0].parse_known_args(sys.argv[1:])[0].config
 if conf:
     os.chdir(os.path.dirname(os.path.abspath(conf)))
 sys.exit(subprocess.run([sys.executable, "-c", {PROBE!r}], cwd=os.environ["BENCH_CWD"]).returncode)
@@ -45,7 +43,7 @@ def _run_fake_asv(tmp: Path, start: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-@pytest.mark.parametrize("form", ["--config X", "--config=X"])
+@pytest.mark.parametrize("form", ["--config X", "--config=X", "--conf X"])
 def test_config_elsewhere_named_anything(tmp_path: Path, form: str) -> None:
     conf_dir = tmp_path / "confs"
     conf_dir.mkdir()
@@ -53,7 +51,8 @@ def test_config_elsewhere_named_anything(tmp_path: Path, form: str) -> None:
     start = tmp_path / "start"
     start.mkdir()
     arg = "../confs/nightly.json"  # relative to where asv was started, not to its new folder
-    args = ["--config", arg] if form == "--config X" else [f"--config={arg}"]
+    args = {"--config X": ["--config", arg], "--config=X": [f"--config={arg}"],
+            "--conf X": ["--conf", arg]}[form]  # asv's argparse takes unambiguous prefixes
     got = _run_fake_asv(tmp_path, start, *args)
     assert Path(got) == (conf_dir / "out").resolve()
 
@@ -72,3 +71,14 @@ def test_unreadable_config_or_no_asv_gives_none(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60, check=True)
     assert proc.stdout.strip() == "None"  # no asv ancestor, no ASV_CONF_DIR: nothing written
+
+
+def test_a_command_merely_naming_asv_is_not_asv(tmp_path: Path) -> None:
+    """``tox -e asv``, ``make asv``: an argument named asv does not make a process asv's."""
+    (tmp_path / "asv.conf.json").write_text(json.dumps({"version": 1, "results_dir": "r"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASV_")}
+    parent = ("import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]], "
+              "check=True)")
+    proc = subprocess.run([sys.executable, "-c", parent, PROBE, "-e", "asv"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "None"

@@ -21,8 +21,9 @@ from typing import Any
 from lnbench.grid import DISTS, GRIDS, Case, grid_name, make_data, parse_shape, shape_str
 from lnbench.measure import heap
 
-# before any case allocates or any worker thread starts (asv's forkserver imports the suite once
-# and forks every benchmark from it, so each benchmark process inherits this)
+# before any case allocates or any worker thread starts: asv's forkserver (asv.conf.json's
+# launch_method) imports the suite once and forks every benchmark from it, so each benchmark
+# process inherits this; with asv's default, spawn, each process imports the suite and applies it
 heap.steady()
 
 
@@ -217,24 +218,43 @@ def asv_results_dir(bench_file: str | None = None) -> Path | None:
     return conf.parent / str(cfg.get("results_dir") or "results")
 
 
+def _asv_argv(args: list[str]) -> list[str] | None:
+    """asv's own arguments when ``args`` (a command line) runs asv, else None.
+
+    ``asv …`` (the entry point), ``python …/asv …`` (the entry point run by an interpreter) and
+    ``python -m asv …``; not a command that merely has an argument named asv (``tox -e asv``).
+    """
+    if not args:
+        return None
+    if Path(args[0]).name in ("asv", "asv.exe"):
+        return args[1:]
+    if not Path(args[0]).name.lower().startswith("python"):
+        return None
+    if len(args) > 1 and Path(args[1]).name in ("asv", "asv-script.py"):
+        return args[2:]
+    for i, a in enumerate(args[1:-1], start=1):
+        if a == "-m" and args[i + 1] == "asv":
+            return args[i + 2:]
+    return None
+
+
 def _asv_ancestor_config() -> Path | None:
+    """The config file of the nearest ancestor process that runs asv (see asv_results_dir)."""
     import psutil
 
     try:
         for proc in psutil.Process().parents():
-            args = proc.cmdline()
-            at = next((i for i, a in enumerate(args) if Path(a).name == "asv"), None)
-            if at is None:
+            argv = _asv_argv(proc.cmdline())
+            if argv is None:
                 continue
-            name = None
-            rest = args[at + 1:]
-            for i, a in enumerate(rest):
-                if a == "--config" and i + 1 < len(rest):
-                    name = Path(rest[i + 1]).name
-                elif a.startswith("--config="):
-                    name = Path(a.split("=", 1)[1]).name
-            folder = Path(proc.cwd())
-            names = [name] if name else ["asv.conf.json", "asv.conf.jsonc"]
+            try:  # asv's own parser: it accepts --config, --config=X and prefixes like --conf
+                from asv.commands import make_argparser
+
+                config = make_argparser()[0].parse_known_args(argv)[0].config
+            except (SystemExit, Exception):  # noqa: BLE001 - an argv asv itself would refuse
+                config = None
+            folder = Path(proc.cwd())  # asv has changed into the config's folder
+            names = [Path(config).name] if config else ["asv.conf.json", "asv.conf.jsonc"]
             return next((folder / n for n in names if (folder / n).is_file()), None)
     except (psutil.Error, OSError):
         return None
