@@ -169,7 +169,8 @@ def hardware_table(
         })
         if not f.get("has_facts", False):
             notes.append(f"{m}: no lnbench-machines/{m}.json: hardware and copy speed unknown")
-    heaps = {m: i["malloc"] or "system" for m, i in zip(used["machine"], info, strict=True)}
+    heaps = {m: i["malloc"] or "system" for m, i in zip(used["machine"], info, strict=True)
+             if i["has_facts"]}  # no facts file: the policy is unknown, not "system"
     if len(set(heaps.values())) > 1:  # facts written before lnbench set a policy read "system"
         notes.append("machines measured under different heap policies ("
                      + ", ".join(f"{m}: {h}" for m, h in heaps.items())

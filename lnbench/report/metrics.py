@@ -61,9 +61,12 @@ def lower_bound(benchmark: str, unit: str | None) -> tuple[float, bool] | None:
     the loader marks it ``invalid``. Other ``track_`` values may be anything.
     """
     name = method_name(benchmark)
-    if unit == "seconds" or _HIGHER_NAME.search(name):
+    # by unit, or by name where the unit was guessed (no benchmarks.json): track_seconds
+    if (unit == "seconds" or name.startswith(("time_", "timeraw_")) or name.endswith("_seconds")
+            or _HIGHER_NAME.search(name)):
         return 0.0, True
-    if unit == "bytes" or is_accuracy(benchmark):
+    if (unit == "bytes" or name.startswith(("mem_", "peakmem_")) or name.endswith("_bytes")
+            or is_accuracy(benchmark)):
         return 0.0, False
     return None
 

@@ -93,7 +93,8 @@ def regression_report(
 
 def _without_copy_moves(changes: pd.DataFrame, param_names: list[str]
                         ) -> tuple[pd.DataFrame, int]:
-    """Drop % of copy changes that the same point's GB/s does not share.
+    """Drop % of copy changes that the same point's GB/s does not share (no GB/s change at that
+    commit, or one the other way).
 
     ``track_pct_copy`` is ``track_gbps`` over the copy bandwidth measured in that run. A change
     of the one without the other is the machine's copy measurement moving, not the code (on
@@ -112,7 +113,11 @@ def _without_copy_moves(changes: pd.DataFrame, param_names: list[str]
     def key_of(frame: pd.DataFrame) -> list[tuple[str, ...]]:
         return list(zip(*(frame[k].astype(object).map(str) for k in keys), strict=True))
 
-    gbps = set(key_of(changes[(metric == "track_gbps").to_numpy()]))
-    explained = pct & ~np.fromiter((k in gbps for k in key_of(changes)), dtype=bool,
-                                   count=len(changes))
+    is_gbps = (metric == "track_gbps").to_numpy()
+    up = np.log(changes["ratio"].astype(float).to_numpy()) > 0
+    gbps = dict(zip(key_of(changes[is_gbps]), up[is_gbps], strict=True))
+    shared = np.fromiter((gbps.get(k) is not None and gbps[k] == u
+                          for k, u in zip(key_of(changes), up, strict=True)),
+                         dtype=bool, count=len(changes))
+    explained = pct & ~shared
     return changes[~explained], int(explained.sum())

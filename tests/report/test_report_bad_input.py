@@ -251,3 +251,15 @@ def test_absurd_values_dashboard_does_not_crash(tmp_path: Path,
     regs = {r["metric"]: r for r in json.loads(out)["regressions"]}
     assert rc == 0 and regs["time_backward"]["ratio"] > 1e290
     assert regs["time_backward"]["commit"] == syn.commit_hash(4)
+
+
+def test_impossible_values_found_without_benchmarks_json(tmp_path: Path) -> None:
+    """Units are guessed from names then (track_seconds -> 'unit'): the names still say time."""
+    root = _tree(tmp_path / "r")
+    (root / "benchmarks.json").unlink()
+    secs, work = "bench_backward.Metrics.track_seconds", WORK
+    _patch(_file(root, 5), lambda d: (d["results"][secs].__setitem__(0, [0.0]),
+                                      d["results"][work].__setitem__(0, [-8])))
+    loaded = load_results(root)
+    assert {e.reason.split(":")[0] for e in loaded.errors
+            if "impossible" in e.reason} == {secs, work}

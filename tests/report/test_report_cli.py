@@ -256,6 +256,11 @@ def test_hardware_notes_different_heap_policies(tmp_path: Path,
     (facts / "b.json").write_text(json.dumps({**data, "malloc": "steady"}))
     rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
     assert not any("heap" in n for n in json.loads(out)["notes"])
+    (facts / "b.json").unlink()  # no facts at all: unknown, not "system" (no heap note)
+    rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
+    notes = json.loads(out)["notes"]
+    assert any("b: no lnbench-machines" in n for n in notes)
+    assert not any("heap" in n for n in notes)
     (facts / "b.json").write_text(json.dumps({**data, "malloc": 3}))  # wrong type: unknown
     rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
     doc = json.loads(out)
