@@ -296,6 +296,7 @@ def test_range_mode_runs_asv_over_commits_in_built_environments(tmp_path: Path) 
     assert "--python=same" not in run and "--set-commit-hash" not in run
     assert run.endswith(("HEAD~3..HEAD", "'HEAD~3..HEAD'")) and "--skip-existing-commits" in run
     assert "--steps 2" in run and f"--machine {MACHINE}" in run
+    assert "--interleave-rounds" in run  # consecutive commits' rounds alternate
 
 
 # --- the workflows -------------------------------------------------------------------------------
