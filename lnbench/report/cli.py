@@ -73,7 +73,8 @@ def cmd_regressions(args: argparse.Namespace) -> int:
     loaded, rc = _load(args.results)
     if loaded is None:
         return rc
-    doc = regression_report(loaded, include_resolved=args.include_resolved)
+    doc = regression_report(loaded, include_resolved=args.include_resolved,
+                            latest_only=args.latest_only)
     rc = _emit(render_regressions(doc, args.format), args.out)
     if rc:
         return rc
@@ -153,6 +154,9 @@ def add_parsers(subparsers: Any) -> None:
                      help="exit 1 when a regression is still present at the latest commit")
     reg.add_argument("--include-resolved", action="store_true",
                      help="also list changes no longer visible at the latest commit")
+    reg.add_argument("--latest-only", action="store_true",
+                     help="only series measured at their machine's latest commit (what the "
+                          "newest run measured: the nightly gate); older series are left out")
     reg.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     reg.set_defaults(func=cmd_regressions)
 

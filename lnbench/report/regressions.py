@@ -60,12 +60,16 @@ def regression_report(
     speed: DetectConfig = SPEED,
     accuracy: DetectConfig = ACCURACY,
     changes: pd.DataFrame | None = None,
+    latest_only: bool = False,
 ) -> dict[str, Any]:
     """Detect changes in ``loaded`` (``lnbench.report.detect.find_changes``) and build the
     contract document. Newest commits first, then the largest changes."""
     if changes is None:
         changes = find_changes(loaded.frame, loaded.param_names, speed, accuracy)
     changes, by_copy = _without_copy_moves(changes, loaded.param_names)
+    stale = 0
+    if latest_only and len(changes):
+        changes, stale = _measured_at_latest(changes, loaded.frame, loaded.param_names)
     if not include_resolved and len(changes):
         changes = changes[changes["open"].astype(bool)]
     doc: dict[str, Any] = {"regressions": [], "improvements": [], "errors": []}
@@ -87,8 +91,31 @@ def regression_report(
                                 dropna=False).ngroups if len(frame) else 0,
         "include_resolved": include_resolved,
         "pct_copy_moved_with_copy_bandwidth": by_copy,
+        "latest_only": latest_only,
+        "left_out_not_measured_at_latest": stale,
     }
     return doc
+
+
+def _measured_at_latest(changes: pd.DataFrame, frame: pd.DataFrame, param_names: list[str]
+                        ) -> tuple[pd.DataFrame, int]:
+    """Keep the changes of series that have a value at their machine's latest commit.
+
+    A series the newest run did not measure (another asv environment, e.g. a fresh virtualenv
+    under ``--python=same``, whose name holds its path; an implementation no longer in the
+    suite) cannot say anything about that run; the nightly gate asks only about what it
+    measured. Returns the kept changes and how many were left out.
+    """
+    cols = [c for c in series_columns(frame, param_names) if c in changes.columns]
+    latest = frame.groupby("machine", observed=True)["commit_order"].transform("max")
+    at_latest = frame[frame["commit_order"] == latest]
+
+    def keys(f: pd.DataFrame) -> list[tuple[str, ...]]:
+        return list(zip(*(f[c].astype(object).map(str) for c in cols), strict=True))
+
+    measured = set(keys(at_latest))
+    keep = np.fromiter((k in measured for k in keys(changes)), dtype=bool, count=len(changes))
+    return changes[keep], int((~keep).sum())
 
 
 def _without_copy_moves(changes: pd.DataFrame, param_names: list[str]

@@ -124,6 +124,9 @@ def render_regressions(doc: dict[str, Any], fmt: str) -> str:
         intro += (f" Not listed: {summ['pct_copy_moved_with_copy_bandwidth']} change(s) of % of "
                   "copy whose GB/s did not change (the run's measured copy bandwidth moved, not "
                   "the code).")
+    if summ.get("left_out_not_measured_at_latest"):
+        intro += (f" Not listed: {summ['left_out_not_measured_at_latest']} change(s) in series "
+                  "the latest run did not measure (--latest-only).")
     if fmt == "md":
         parts = ["# Benchmark regressions", "", intro, ""]
         for title, key in (("Regressions", "regressions"), ("Improvements", "improvements")):

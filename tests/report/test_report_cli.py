@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -265,3 +266,30 @@ def test_hardware_notes_different_heap_policies(tmp_path: Path,
     rc, out, _ = run(capsys, "report", "hardware", "--results", str(root), "--format", "json")
     doc = json.loads(out)
     assert rc == 0 and any("malloc 3 is not a string" in e["reason"] for e in doc["errors"])
+
+
+def test_latest_only_gates_what_the_newest_run_measured(regressed: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """The nightly gate: a fresh environment measured the newest commit (asv names a
+    --python=same environment by its path), so the old environment's open regression is not
+    about that run. Without --latest-only it is listed and fails the gate, as before."""
+    root = tmp_path / "r"
+    shutil.copytree(regressed, root)
+    newest = max((f for f in (root / "cpu-box").glob("*-*.json")),
+                 key=lambda f: json.loads(f.read_text())["date"])
+    data = json.loads(newest.read_text())
+    data.update(commit_hash="f" * 40, env_name="existing-py_tmp_venv_bin_python3",
+                date=data["date"] + 86_400_000)
+    (root / "cpu-box" / "ffffffff-existing-py_tmp_venv_bin_python3.json").write_text(
+        json.dumps(data))
+    rc, out, _ = run(capsys, "report", "regressions", "--results", str(root),
+                     "--fail-on-regression", "--format", "json")
+    assert rc == 1 and any(r["machine"] == "cpu-box" for r in json.loads(out)["regressions"])
+    rc, out, _ = run(capsys, "report", "regressions", "--results", str(root),
+                     "--fail-on-regression", "--latest-only", "--format", "json")
+    doc = json.loads(out)
+    assert not any(r["machine"] == "cpu-box" for r in doc["regressions"])
+    assert doc["summary"]["latest_only"] and doc["summary"]["left_out_not_measured_at_latest"] > 0
+    # gpu-box's own latest commit still counts: its series were measured there
+    assert rc == (1 if doc["regressions"] else 0)
