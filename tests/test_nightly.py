@@ -337,7 +337,7 @@ def test_nightly_workflow_is_scheduled_and_calls_the_script() -> None:
     uses = [u for job in wf["jobs"].values() for u in _uses(job)]
     assert any(u.startswith("actions/upload-pages-artifact") for u in uses)
     assert any(u.startswith("actions/deploy-pages") for u in uses)
-    assert wf["permissions"]["pages"] == "write" or any(
+    assert wf.get("permissions", {}).get("pages") == "write" or any(
         j.get("permissions", {}).get("pages") == "write" for j in wf["jobs"].values())
 
 
