@@ -101,7 +101,8 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     if message:
         return _fail(message)
     try:
-        rep = hardware_table(loaded, commit=args.commit, baseline=args.baseline)
+        rep = hardware_table(loaded, commit=args.commit, baseline=args.baseline,
+                             bench=args.bench)
     except HardwareError as exc:
         return _fail(str(exc))
     return _emit(render_hardware(rep, args.format), args.out)
@@ -162,13 +163,18 @@ def add_parsers(subparsers: Any) -> None:
 
     hw = rsub.add_parser(
         "hardware", help="machines side by side",
-        description="Time, speed-up over a baseline machine, GB/s and %% of each machine's "
-                    "copy bandwidth, per (impl, shape, dtype), at one commit or each "
-                    "machine's latest.")
+        description="Machines side by side at one commit or each machine's latest: every "
+                    "benchmark and parameter set of any asv suite (value, and how many times "
+                    "better than a baseline machine), plus lnbench's speed table (time, "
+                    "speed-up, GB/s and %% of each machine's copy bandwidth, all from one "
+                    "measurement). See docs/reports.md.")
     _results_arg(hw)
     hw.add_argument("--commit", metavar="C", help="commit hash or prefix (default: latest)")
     hw.add_argument("--baseline", metavar="MACHINE",
                     help="machine the speed-ups are relative to (default: first by name)")
+    hw.add_argument("--bench", metavar="REGEX", action="append",
+                    help="only benchmarks whose full name matches REGEX (repeatable; default "
+                         "every benchmark but the accuracy ones)")
     hw.add_argument("--format", choices=FORMATS, default="md")
     hw.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     hw.set_defaults(func=cmd_hardware)

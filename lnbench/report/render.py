@@ -174,68 +174,153 @@ def _changes_csv(doc: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- hardware
 
 
+def _x(value: Any) -> str:
+    return f"{value:.2f}×" if value is not None and pd.notna(value) else "–"
+
+
+def _machine_header(rep: HardwareReport, m: str) -> str:
+    return f"{m} (baseline)" if m == rep.baseline else m
+
+
+def _row_key(rep: HardwareReport, keys: list[str]) -> list[str]:
+    return [*keys, "env"] if rep.multi_env else keys
+
+
 def _hardware_wide(rep: HardwareReport) -> tuple[list[str], list[list[str]]]:
+    """The speed table: per parameter set, time / × / GB/s / % copy of each machine."""
     machines = list(rep.machines["machine"]) if len(rep.machines) else []
-    header = ["impl", "shape", "dtype"]
+    keys = _row_key(rep, rep.keys)
+    header = list(keys)
     for m in machines:
-        suffix = " (baseline)" if m == rep.baseline else ""
-        header += [f"{m}{suffix} time", f"{m} ×", f"{m} GB/s", f"{m} % copy"]
-    rows = []
+        header += [f"{_machine_header(rep, m)} time"]
+        header += [] if m == rep.baseline else [f"{m} ×"]
+        header += [f"{m} GB/s", f"{m} % copy"]
+    rows: list[list[str]] = []
     if rep.rows.empty:
         return header, rows
-    for key, grp in rep.rows.groupby(["impl", "shape", "dtype"], sort=True):
+    table = rep.rows.astype({k: str for k in keys})
+    for key, grp in table.groupby(["measurement", *keys], sort=True):
         by_m = grp.set_index("machine")
-        row = list(key)
+        row = [str(k) for k in key[1:]]
         for m in machines:
             if m in by_m.index:
                 r = by_m.loc[m]
-                sp = r["speedup"]
-                row += [fmt_value(r["seconds"], "seconds"),
-                        f"{sp:.2f}×" if pd.notna(sp) else "–",
-                        fmt_value(r["gbps"], ""),
+                row += [fmt_value(r["seconds"], "seconds")]
+                row += [] if m == rep.baseline else [_x(r["speedup"])]
+                row += [fmt_value(r["gbps"], ""),
                         f"{r['pct_copy']:.1f}" if pd.notna(r["pct_copy"]) else "unknown"]
             else:
-                row += ["–", "–", "–", "–"]
+                row += ["–"] * (3 if m == rep.baseline else 4)
+        rows.append(row)
+    return header, rows
+
+
+def speed_table_benchmarks(rep: HardwareReport) -> set[str]:
+    """Benchmarks whose values the speed table shows (left out of the other table)."""
+    if rep.rows.empty:
+        return set()
+    from lnbench.report.hardware import SPEED_METHODS
+
+    return {f"{c}.{m}" for c in set(rep.rows["measurement"]) for m in SPEED_METHODS}
+
+
+def _benchmarks_wide(rep: HardwareReport) -> tuple[list[str], list[list[str]]]:
+    """Every other benchmark: per (benchmark, parameters), each machine's value and ×."""
+    machines = list(rep.machines["machine"]) if len(rep.machines) else []
+    header = ["benchmark", "params", *(["env"] if rep.multi_env else [])]
+    for m in machines:
+        header += [_machine_header(rep, m)] + ([] if m == rep.baseline else [f"{m} ×"])
+    rows: list[list[str]] = []
+    shown = rep.benchmarks[~rep.benchmarks["benchmark"].isin(speed_table_benchmarks(rep))]
+    if shown.empty:
+        return header, rows
+    group = ["benchmark", "_p", *(["env"] if rep.multi_env else [])]
+    shown = shown.assign(_p=[_params_text(p) for p in shown["params"]])
+    full = sorted(set(shown["benchmark"]))
+    short = {b: _short_bench(b) for b in full}
+    if len(set(short.values())) < len(full):  # same class.method in two modules: full names
+        short = {b: b for b in full}
+    for key, grp in shown.groupby(group, sort=False):
+        by_m = grp.set_index("machine")
+        row = [short[key[0]], key[1] or "–", *key[2:]]
+        for m in machines:
+            if m in by_m.index:
+                r = by_m.loc[m]
+                row += [fmt_value(r["value"], r["unit"])]
+                row += [] if m == rep.baseline else [_x(r["vs_baseline"])]
+            else:
+                row += ["–"] * (1 if m == rep.baseline else 2)
         rows.append(row)
     return header, rows
 
 
 def _machines_rows(rep: HardwareReport) -> tuple[list[str], list[list[str]]]:
-    header = ["machine", "commit", "date", "cpu", "gpu", "copy GB/s (cpu)", "copy GB/s (cuda)"]
+    header = ["machine", "commit", "date", "env", "cpu", "cores", "gpu", "copy GB/s (cpu)",
+              "copy GB/s (cuda)"]
     rows = []
     for r in rep.machines.to_dict("records"):
         def num(x: Any) -> str:
             return f"{float(x):.4g}" if x is not None and pd.notna(x) else "unknown"
 
+        cores = r.get("cpu_cores")
         rows.append([r["machine"], str(r["commit"])[:8], str(r.get("date") or "")[:10],
+                     ", ".join(r.get("envs") or []) or "unknown",
                      r.get("cpu_model") or "unknown",
+                     str(cores) if cores is not None and pd.notna(cores) else "unknown",
                      r["gpu_name"] if isinstance(r.get("gpu_name"), str) else "none/unknown",
                      num(r.get("copy_gbps_cpu")), num(r.get("copy_gbps_cuda"))])
     return header, rows
 
 
+def _benchmarks_csv(rep: HardwareReport) -> str:
+    """Every benchmark row, parameters as columns (one uniform table for any suite)."""
+    flat = rep.benchmarks.drop(columns=["params"])
+    cols = ["benchmark", *rep.param_names, "machine", "env", "commit", "value", "unit",
+            "higher_is_better", "vs_baseline"]
+    return flat.reindex(columns=cols).to_csv(index=False)
+
+
 def render_hardware(rep: HardwareReport, fmt: str) -> str:
-    """The hardware report as ``md``, ``html``, ``json`` or ``csv`` (flat rows) text."""
+    """The hardware report as ``md``, ``html``, ``json`` or ``csv`` text.
+
+    md/html: the machines, lnbench's speed table where its metrics exist, and every other
+    selected benchmark; ``env`` is a column when some series had several environments.
+    CSV: every selected benchmark, one row per (benchmark, parameters, machine[, env]).
+    """
     if fmt == "json":
         return json.dumps(rep.as_dict(), indent=2, allow_nan=False, default=str) + "\n"
     if fmt == "csv":
-        return rep.rows.to_csv(index=False)
+        return _benchmarks_csv(rep)
     what = f"commit {rep.commit[:8]}" if rep.commit else "each machine's latest commit"
-    intro = (f"Machines side by side at {what}. × = speed-up over the baseline machine "
-             f"({rep.baseline or 'none'}); % copy = share of that machine's measured copy "
-             "bandwidth.")
+    intro = (f"Machines side by side at {what}; baseline machine: {rep.baseline or 'none'}. "
+             "× = how many times better than the baseline (its time or bytes over this "
+             "machine's; this machine's rate over its).")
+    speed_intro = ("Time, GB/s and % copy of a row come from one measurement "
+                   "(track_seconds, track_gbps, track_pct_copy of "
+                   + ", ".join(sorted(set(rep.rows["measurement"])) if len(rep.rows) else [])
+                   + "); % copy = share of that machine's copy bandwidth. asv's own timer "
+                   "(time_*) is a separate measurement, listed with every other benchmark.")
     mh, mr = _machines_rows(rep)
     th, tr = _hardware_wide(rep)
+    bh, br = _benchmarks_wide(rep)
+    other = "Every other benchmark" if tr else "Every benchmark"
+    notes = rep.notes + [f"unreadable: {e['path']}: {e['reason']}" for e in rep.errors]
     if fmt == "md":
         parts = ["# Hardware comparison", "", intro, "", _md_table(mh, mr), ""]
-        parts += [_md_table(th, tr) if tr else "No results to compare.", ""]
+        if tr:
+            parts += ["## Speed", "", speed_intro, "", _md_table(th, tr), ""]
+        parts += [f"## {other}", ""]
+        parts += [_md_table(bh, br) if br else "No results to compare.", ""]
         parts += [f"- {n}" for n in rep.notes]
         parts += [f"- unreadable: `{e['path']}`: {e['reason']}" for e in rep.errors]
         return "\n".join(parts) + "\n"
     if fmt == "html":
-        body = [f"<p>{html.escape(intro)}</p>", _html_table(mh, mr),
-                _html_table(th, tr) if tr else "<p>No results to compare.</p>"]
-        notes = rep.notes + [f"unreadable: {e['path']}: {e['reason']}" for e in rep.errors]
+        body = [f"<p>{html.escape(intro)}</p>", _html_table(mh, mr)]
+        if tr:
+            body += ["<h2>Speed</h2>", f"<p>{html.escape(speed_intro)}</p>",
+                     _html_table(th, tr)]
+        body += [f"<h2>{other}</h2>",
+                 _html_table(bh, br) if br else "<p>No results to compare.</p>"]
         if notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
         return html_page("Hardware comparison", "\n".join(body))
