@@ -67,6 +67,8 @@ BENCHMARKS_VERSION = 2
 MACHINE_VERSION = 1
 
 FACTS_DIR = "lnbench-machines"
+INTERFERENCE_DIR = "lnbench-interference"
+INTERFERENCE_VERSION = 1
 STAT_KEYS = ("ci_99_a", "ci_99_b", "q_25", "q_75", "number", "repeat")
 FACT_FIELDS = (
     "recorded_at", "cpu_model", "cpu_cores", "memory_bytes", "gpu_name", "gpu_memory_bytes",
@@ -107,6 +109,10 @@ class LoadedResults:
     errors: list[LoadError] = field(default_factory=list)
     benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
     param_names: list[str] = field(default_factory=list)
+    #: commits whose results were left out: not on the first-parent history given
+    off_history: list[str] = field(default_factory=list)
+    #: how commits were ordered: "first-parent" or "date"
+    order: str = "date"
 
     @property
     def has_results(self) -> bool:
@@ -227,18 +233,78 @@ def _load_facts(facts_dir: Path, errors: list[LoadError]) -> dict[str, dict[str,
 
 
 class _Columns:
-    """Flat per-row lists, filled one benchmark entry (a "chunk") at a time."""
+    """Per-row and per-chunk data of all files, appended one file at a time.
+
+    A chunk is one benchmark entry of one result file (``len`` rows, one per parameter
+    combination). Row data are kept as per-file numpy arrays (values, statistics), so the
+    parsed JSON of a file can be freed once it is read.
+    """
 
     def __init__(self) -> None:
-        self.values: list[Any] = []
+        self.values: list[np.ndarray] = []
+        self.status: list[np.ndarray] = []
         self.samples: list[Any] = []
-        self.stats: dict[str, list[Any]] = {k: [] for k in STAT_KEYS}
+        self.stats: dict[str, list[np.ndarray]] = {k: [] for k in STAT_KEYS}
         self.combo_ids: list[np.ndarray] = []
         self.chunk_len: list[int] = []
-        self.chunk_file: list[int] = []
-        self.chunk_bench: list[str] = []
-        self.chunk_started: list[float] = []
-        self.chunk_version: list[Any] = []
+        self.chunk_file: list[np.ndarray] = []
+        self.chunk_bench: list[np.ndarray] = []  # codes into bench_names
+        self.chunk_started: list[np.ndarray] = []
+        self.chunk_version: list[np.ndarray] = []  # codes into version_names
+        self.bench_names: list[str] = []
+        self.bench_code: dict[str, int] = {}
+        self.version_names: list[str | None] = []
+        self.version_code: dict[str | None, int] = {}
+        self.file_rows: list[tuple[int, int]] = []  # [start, stop) rows of each kept file
+        self._codes: dict[tuple[str, tuple[Any, ...]], np.ndarray] = {}
+        self.n_rows = 0
+
+    def codes(self, items: list[Any], code: Callable[[Any], int]) -> np.ndarray:
+        """``code`` of each item, cached per distinct list (files of one suite share them)."""
+        try:
+            key = (code.__name__, tuple(items))
+            hit = self._codes.get(key)
+        except TypeError:  # an unhashable stored version
+            key, hit = None, None
+        if hit is None:
+            hit = np.fromiter(map(code, items), dtype=np.int64, count=len(items))
+            if key is not None:
+                self._codes[key] = hit
+        return hit
+
+    def bench(self, name: str) -> int:
+        code = self.bench_code.get(name)
+        if code is None:
+            code = self.bench_code[name] = len(self.bench_names)
+            self.bench_names.append(name)
+        return code
+
+    def version(self, value: Any) -> int:
+        key = value if value is None or isinstance(value, str) else json.dumps(value)
+        code = self.version_code.get(key)
+        if code is None:
+            code = self.version_code[key] = len(self.version_names)
+            self.version_names.append(key)
+        return code
+
+
+class _Irregular(Exception):
+    """A result file the columnar fast path cannot take: it is read entry by entry."""
+
+
+@dataclass
+class _FileChunks:
+    """The benchmark entries of one file as flat lists: per row (values, samples, stats) and
+    per chunk (names, lens, ids, started, versions)."""
+
+    names: list[str]
+    lens: list[int]
+    ids: list[np.ndarray]
+    values: list[Any]
+    samples: list[Any]
+    stats: dict[str, list[Any]]
+    started: list[Any]
+    versions: list[Any]
 
 
 def _check_time(value: Any, what: str, allow_none: bool = False) -> float:
@@ -265,41 +331,76 @@ def _as_list(value: Any, n: int) -> list[Any]:
     return [None] * n
 
 
-def _parse_result_file(
-    path: Path,
-    dir_machine: str,
-    file_idx: int,
-    cols: _Columns,
-    combos: _ComboTable,
-    benchmarks: dict[str, dict[str, Any]],
-    errors: list[LoadError],
-) -> dict[str, Any] | None:
-    """Append one result file's rows to ``cols``; return its file-level record, or None."""
-    try:
-        data = _read_json(path)
-        _check_version(data, RESULTS_VERSION)
-        missing = [k for k in _REQUIRED if k not in data]
-        if missing:
-            raise ValueError(f"missing key {missing[0]!r}")
-        columns = data["result_columns"]
-        results = data["results"]
-        if not isinstance(columns, list) or not isinstance(results, dict):
-            raise ValueError("'result_columns' must be a list and 'results' an object")
-        date = _check_time(data["date"], "date")
-        col_index = {name: i for i, name in enumerate(columns)}
-        i_started = col_index.get("started_at")
-        if i_started is not None:  # one bad clock reading discredits the whole file
-            for bench, row in results.items():
-                if isinstance(row, list) and i_started < len(row):
-                    _check_time(row[i_started], f"{bench}: started_at", allow_none=True)
-    except ValueError as exc:
-        errors.append(LoadError(str(path), str(exc)))
-        return None
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """An asv results version-1 document converted as ``asv update`` does
+    (``asv.results.Results.update_to_2``), in memory; ValueError with asv's reason when it
+    cannot be converted."""
+    from asv.results import Results
+    from asv.util import UserError
 
-    env_params = data.get("params") if isinstance(data.get("params"), dict) else {}
-    machine = env_params.get("machine") if isinstance(env_params.get("machine"), str) else None
-    first_started = math.inf
-    n_rows = 0
+    try:
+        out = Results.update_to_2(data)
+    except (UserError, AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise ValueError("asv results version 1 that asv's own conversion ('asv update') "
+                         f"cannot read: {_one_line(exc)}") from None
+    out["version"] = RESULTS_VERSION
+    return out
+
+
+def _flat(column: Sequence[Any] | None, lens: list[int], total: int) -> list[Any]:
+    """Per-chunk lists (an entry None: all None) flattened; _Irregular on a wrong length."""
+    if column is None:
+        return [None] * total
+    if None in column:
+        column = [[None] * n if c is None else c for c, n in zip(column, lens, strict=True)]
+    try:
+        if list(map(len, column)) != lens:
+            raise _Irregular
+    except TypeError:
+        raise _Irregular from None
+    if column and set(map(type, column)) != {list}:
+        raise _Irregular
+    return list(itertools.chain.from_iterable(column))
+
+
+def _fast_chunks(
+    results: dict[str, Any], col_index: dict[str, int], combos: _ComboTable,
+    benchmarks: dict[str, dict[str, Any]],
+) -> _FileChunks:
+    """Columnar read of a well-formed file (every entry a list, params and lengths right)."""
+    names = list(results)
+    rows = list(results.values())
+    if rows and set(map(type, rows)) != {list}:
+        raise _Irregular
+    nb = len(rows)
+    transposed = list(itertools.zip_longest(*rows)) if rows else []
+
+    def column(key: str) -> tuple[Any, ...] | None:
+        i = col_index.get(key)
+        return transposed[i] if i is not None and i < len(transposed) else None
+
+    params = column("params")
+    if nb and (params is None or None in params):
+        raise _Irregular
+    ids, lens = combos.layout(names, params or (), benchmarks)
+    total = sum(lens)
+    started = column("started_at")
+    versions = column("version")
+    return _FileChunks(
+        names, lens, ids, _flat(column("result"), lens, total),
+        _flat(column("samples"), lens, total),
+        {k: _flat(column("stats_" + k), lens, total) for k in STAT_KEYS},
+        list(started) if started is not None else [None] * nb,
+        list(versions) if versions is not None else [None] * nb,
+    )
+
+
+def _slow_chunks(
+    path: Path, results: dict[str, Any], col_index: dict[str, int], combos: _ComboTable,
+    benchmarks: dict[str, dict[str, Any]], errors: list[LoadError],
+) -> _FileChunks:
+    """Entry-by-entry read: every entry that cannot be used is a LoadError, the rest loads."""
+    out = _FileChunks([], [], [], [], [], {k: [] for k in STAT_KEYS}, [], [])
     for bench, row in results.items():
         if not isinstance(row, list):
             errors.append(LoadError(str(path), f"{bench}: results entry is not a list"))
@@ -325,27 +426,149 @@ def _parse_result_file(
                 LoadError(str(path), f"{bench}: {got} values for {n} parameter combinations")
             )
             continue
-        cols.values.extend(_as_list(result, n))
-        cols.samples.extend(_as_list(get("samples"), n))
+        out.names.append(bench)
+        out.lens.append(n)
+        out.ids.append(combo_ids)
+        out.values.extend(_as_list(result, n))
+        out.samples.extend(_as_list(get("samples"), n))
         for key in STAT_KEYS:
-            cols.stats[key].extend(_as_list(get("stats_" + key), n))
-        started = _check_time(get("started_at"), "started_at", allow_none=True)
-        if started == started:
-            first_started = min(first_started, started)
-        cols.combo_ids.append(combo_ids)
-        cols.chunk_len.append(n)
-        cols.chunk_file.append(file_idx)
-        cols.chunk_bench.append(bench)
-        cols.chunk_started.append(started)
-        cols.chunk_version.append(get("version"))
-        n_rows += n
+            out.stats[key].extend(_as_list(get("stats_" + key), n))
+        out.started.append(get("started_at"))
+        out.versions.append(get("version"))
+    return out
+
+
+def _stat_array(values: list[Any]) -> np.ndarray:
+    try:
+        return np.array(values, dtype=float)
+    except (TypeError, ValueError):
+        return _numeric(values)[0]
+
+
+def _value_array(
+    path: Path, ch: _FileChunks, errors: list[LoadError]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, status codes 0 ok / 1 failed / 2 skipped / 3 invalid) of one file; stored
+    values that are not finite numbers are one LoadError per benchmark."""
+    fast = True
+    try:
+        out = np.array(ch.values, dtype=float)  # None -> NaN
+        fast = not np.isinf(out).any()
+    except (TypeError, ValueError):
+        fast = False
+    if fast:
+        bad = np.zeros(len(out), dtype=bool)
+        is_none = np.zeros(len(out), dtype=bool)
+        nan = np.flatnonzero(np.isnan(out))
+        if len(nan):
+            is_none[nan] = [ch.values[i] is None for i in nan]
+    else:
+        out, is_none, bad = _numeric(ch.values)
+        starts = np.cumsum([0, *ch.lens])
+        for k, name in enumerate(ch.names):
+            hit = np.flatnonzero(bad[starts[k]:starts[k + 1]]) + starts[k]
+            if len(hit):
+                shown = ", ".join(dict.fromkeys(_short_repr(ch.values[i], 20) for i in hit[:20]))
+                errors.append(LoadError(str(path), f"{name}: {len(hit)} stored value(s) not a "
+                                        f"finite number ({shown}): not used"))
+    status = np.where(is_none, 1, np.where(bad, 3, np.where(np.isnan(out), 2, 0)))
+    return out, status.astype(np.int8)
+
+
+def _started_array(ch: _FileChunks) -> np.ndarray:
+    """started_at per chunk (ms, NaN where absent); ValueError naming the first bad one."""
+    arr: np.ndarray | None = None
+    try:
+        if bool not in set(map(type, ch.started)):
+            arr = np.array(ch.started, dtype=float)
+            nan = np.isnan(arr)
+            if not np.all(nan | ((arr >= MS_MIN) & (arr < MS_MAX))):
+                arr = None
+            elif nan.any() and any(ch.started[i] is not None for i in np.flatnonzero(nan)):
+                arr = None  # a stored NaN, not an absent time
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None:
+        for name, v in zip(ch.names, ch.started, strict=True):
+            _check_time(v, f"{name}: started_at", allow_none=True)
+        arr = np.array([math.nan if v is None else float(v) for v in ch.started], dtype=float)
+    return arr
+
+
+def _parse_result_file(
+    path: Path,
+    dir_machine: str,
+    file_idx: int,
+    cols: _Columns,
+    combos: _ComboTable,
+    benchmarks: dict[str, dict[str, Any]],
+    errors: list[LoadError],
+) -> dict[str, Any] | None:
+    """Append one result file's rows to ``cols``; return its file-level record, or None.
+
+    asv results version 1 (asv < 0.5) is converted in memory as ``asv update`` would.
+    """
+    try:
+        data = _read_json(path)
+        if isinstance(data, dict) and data.get("version") == 1:
+            data = _v1_to_v2(data)
+        _check_version(data, RESULTS_VERSION)
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise ValueError(f"missing key {missing[0]!r}")
+        columns = data["result_columns"]
+        results = data["results"]
+        if not isinstance(columns, list) or not isinstance(results, dict):
+            raise ValueError("'result_columns' must be a list and 'results' an object")
+        date = _check_time(data["date"], "date")
+        col_index = {name: i for i, name in enumerate(columns)}
+        n_err = len(errors)
+        try:
+            ch = _fast_chunks(results, col_index, combos, benchmarks)
+        except _Irregular:
+            ch = _slow_chunks(path, results, col_index, combos, benchmarks, errors)
+        try:  # one bad clock reading discredits the whole file
+            started = _started_array(ch)
+        except ValueError:
+            del errors[n_err:]
+            raise
+    except ValueError as exc:
+        errors.append(LoadError(str(path), str(exc)))
+        return None
+
+    env_params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    machine = env_params.get("machine") if isinstance(env_params.get("machine"), str) else None
+    values, status = _value_array(path, ch, errors)
+    n = len(values)
+    cols.values.append(values)
+    cols.status.append(status)
+    cols.samples.extend(ch.samples)
+    try:
+        stats = np.array([ch.stats[k] for k in STAT_KEYS], dtype=float).reshape(len(STAT_KEYS), n)
+    except (TypeError, ValueError):
+        stats = np.stack([_stat_array(ch.stats[k]) for k in STAT_KEYS]) if n else \
+            np.zeros((len(STAT_KEYS), 0))
+    for key, row in zip(STAT_KEYS, stats, strict=True):
+        cols.stats[key].append(row)
+    cols.combo_ids.extend(ch.ids)
+    cols.chunk_len.extend(ch.lens)
+    cols.chunk_file.append(np.full(len(ch.names), file_idx, dtype=np.int64))
+    cols.chunk_bench.append(cols.codes(ch.names, cols.bench))
+    cols.chunk_started.append(started)
+    cols.chunk_version.append(cols.codes(ch.versions, cols.version))
+    cols.file_rows.append((cols.n_rows, cols.n_rows + n))
+    cols.n_rows += n
+    requirements = data.get("requirements") if isinstance(data.get("requirements"), dict) else {}
     return {
         "machine": machine or dir_machine,
         "commit": str(data.get("commit_hash")),
         "date": date,
         "env": str(data.get("env_name") or path.stem.split("-", 1)[-1]),
         "file": str(path),
-        "first_started": first_started,
+        "first_started": float(np.nanmin(started)) if np.isfinite(started).any() else math.inf,
+        "python": str(env_params.get("python", data.get("python", ""))),
+        "requirements": json.dumps(requirements, sort_keys=True, default=str),
+        "rows": n,
     }
 
 
@@ -354,6 +577,8 @@ class _ComboTable:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._layouts: dict[tuple[str, ...], tuple[tuple[Any, ...], list[np.ndarray],
+                                                   list[int]]] = {}
         self.rows: list[dict[str, str]] = []
         self.names: list[str] = []
 
@@ -376,6 +601,24 @@ class _ComboTable:
         ids = np.arange(start, len(self.rows))
         self._cache[key] = ids
         return ids
+
+    def layout(self, names: list[str], params: Sequence[Any],
+               benchmarks: dict[str, dict[str, Any]]) -> tuple[list[np.ndarray], list[int]]:
+        """Combination ids (one array for the whole file) and per-entry lengths of a file's
+        entries; files with the same entries and parameters share one cached layout."""
+        key = tuple(names)
+        hit = self._layouts.get(key)
+        if hit is not None and hit[0] == params:
+            return hit[1], hit[2]
+        try:
+            parts = [self.ids(b, p, benchmarks.get(b)) for b, p in zip(names, params,
+                                                                       strict=True)]
+        except ValueError:
+            raise _Irregular from None
+        ids = [np.concatenate(parts)] if parts else []
+        lens = [len(p) for p in parts]
+        self._layouts[key] = (tuple(params), ids, lens)
+        return ids, lens
 
 
 def _numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -411,38 +654,66 @@ def _categorical(small: Sequence[Any], codes: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(table[codes] if len(codes) else codes, categories=uniq)
 
 
-def _impossible(values: np.ndarray, chunk_of_row: np.ndarray, chunk_bench: list[str],
-                unit_of: dict[str, str]) -> np.ndarray:
-    """Mask of finite values below their metric's lower bound (``metrics.lower_bound``)."""
-    bounds = [metrics.lower_bound(b, unit_of[b]) for b in chunk_bench]
-    lo = np.asarray([-np.inf if b is None else b[0] for b in bounds], dtype=float)[chunk_of_row]
-    strict = np.asarray([b is not None and b[1] for b in bounds], dtype=bool)[chunk_of_row]
-    with np.errstate(invalid="ignore"):
-        return np.where(strict, values <= lo, values < lo) & np.isfinite(values)
-
-
 def _bound_text(benchmark: str, unit: str) -> str:
     bound = metrics.lower_bound(benchmark, unit)
     assert bound is not None
     return f"impossible for {unit} (must be {'>' if bound[1] else '>='} {bound[0]:g})"
 
 
-def _unreadable_values(
-    bad: np.ndarray, values: list[Any], chunk_of_row: np.ndarray, cols: _Columns,
-    files: list[dict[str, Any]], errors: list[LoadError],
-    what: Callable[[str], str] = lambda _: "not a finite number",
+def _impossible(values: np.ndarray, bench_of_row: np.ndarray, bench_names: list[str],
+                unit_of: list[str]) -> np.ndarray:
+    """Mask of finite values below their metric's lower bound (``metrics.lower_bound``)."""
+    bounds = [metrics.lower_bound(b, u) for b, u in zip(bench_names, unit_of, strict=True)]
+    lo = np.asarray([-np.inf if b is None else b[0] for b in bounds], dtype=float)[bench_of_row]
+    strict = np.asarray([b is not None and b[1] for b in bounds], dtype=bool)[bench_of_row]
+    with np.errstate(invalid="ignore"):
+        return np.where(strict, values <= lo, values < lo) & np.isfinite(values)
+
+
+def _impossible_errors(
+    bad: np.ndarray, values: np.ndarray, chunk_of_row: np.ndarray, chunk_file: np.ndarray,
+    chunk_bench: np.ndarray, cols: _Columns, files: list[dict[str, Any]], unit_of: list[str],
+    errors: list[LoadError],
 ) -> None:
-    """One LoadError per (file, benchmark) holding stored values that are not finite numbers
-    (or, with ``what``, values the metric cannot take)."""
+    """One LoadError per (file, benchmark) holding values its metric cannot take."""
     rows = np.flatnonzero(bad)  # ascending, so their chunks are too
     chunks, starts, counts = np.unique(chunk_of_row[rows], return_index=True, return_counts=True)
     for chunk, start, count in zip(chunks, starts, counts, strict=True):
         first = rows[start:start + min(count, 20)]
-        shown = ", ".join(dict.fromkeys(_short_repr(values[i], 20) for i in first))
+        shown = ", ".join(dict.fromkeys(_short_repr(float(values[i]), 20) for i in first))
+        code = chunk_bench[chunk]
+        name = cols.bench_names[code]
         errors.append(LoadError(
-            files[cols.chunk_file[chunk]]["file"],
-            f"{cols.chunk_bench[chunk]}: {count} stored value(s) {what(cols.chunk_bench[chunk])} "
+            files[chunk_file[chunk]]["file"],
+            f"{name}: {count} stored value(s) {_bound_text(name, unit_of[code])} "
             f"({shown}): not used"))
+
+
+#: ``existing-py_<interpreter path>``: asv's environment name for ``--python=PATH``/``same``
+_EXISTING = re.compile(r"^existing-py_(.*)$")
+_PY_VERSION = re.compile(r"python(\d+(?:\.\d+)*)|(\d+\.\d+)(?:\.\d+)*")
+#: hash-like parts of a name (a conda/virtualenv hash, a commit): 7+ hex digits with a digit
+_HASHLIKE = re.compile(r"(?<![0-9a-z])(?=[0-9a-f]*\d)[0-9a-f]{7,}(?![0-9a-z])", re.IGNORECASE)
+
+
+def env_family(env: str, requirements: str = "{}") -> str:
+    """The environment an ``env`` name stands for, with its path and hash-like parts dropped.
+
+    Two asv environments of one machine with the same family hold comparable results: asv
+    names an existing interpreter ``existing-py_<its path>`` (``--python=same`` in a fresh
+    virtualenv gives a new name each time the path changes), and hash-like name parts
+    change without the packages changing. The requirements (asv's stored package versions)
+    stay part of the family, so another numpy or astropy is another family.
+    """
+    name = env
+    m = _EXISTING.match(env)
+    if m:
+        ver = None
+        for hit in _PY_VERSION.finditer(m.group(1)):
+            ver = hit.group(1) or hit.group(2)
+        name = f"existing-py{ver or ''}"
+    name = _HASHLIKE.sub("#", name)
+    return name if requirements in ("{}", "") else f"{name} {requirements}"
 
 
 def _assemble(
@@ -451,70 +722,98 @@ def _assemble(
     combos: _ComboTable,
     benchmarks: dict[str, dict[str, Any]],
     errors: list[LoadError],
+    first_parent: Sequence[str] | None,
 ) -> pd.DataFrame:
     lens = np.asarray(cols.chunk_len, dtype=np.int64)
-    file_of_row = np.repeat(np.asarray(cols.chunk_file, dtype=np.int64), lens)
+    chunk_file = np.concatenate(cols.chunk_file)
+    chunk_bench = np.concatenate(cols.chunk_bench)
+    file_of_row = np.repeat(chunk_file, lens)
     chunk_of_row = np.repeat(np.arange(len(lens)), lens)
-    combo_of_row = np.concatenate(cols.combo_ids)
+    bench_of_row = chunk_bench[chunk_of_row]
+    combo_of_row = np.concatenate(cols.combo_ids) if cols.combo_ids else np.zeros(0, np.int64)
 
     fdf = pd.DataFrame(files)
-    commit_rank = _commit_order(fdf)
+    commit_rank = _commit_order(fdf, first_parent)
 
-    def per_file(key: str) -> pd.Categorical:
-        return _categorical(fdf[key].tolist(), file_of_row)
+    def per_file(values: list[Any]) -> pd.Categorical:
+        return _categorical(values, file_of_row)
 
-    frame: dict[str, Any] = {"machine": per_file("machine"), "commit": per_file("commit")}
+    frame: dict[str, Any] = {"machine": per_file(fdf["machine"].tolist()),
+                             "commit": per_file(fdf["commit"].tolist())}
     frame["commit_order"] = commit_rank[file_of_row]
     frame["date"] = pd.to_datetime(fdf["date"].to_numpy()[file_of_row], unit="ms", utc=True)
-    frame["env"] = per_file("env")
-    frame["benchmark"] = _categorical(cols.chunk_bench, chunk_of_row)
+    frame["env"] = per_file(fdf["env"].tolist())
+    names = cols.bench_names
+    frame["benchmark"] = _categorical(names, bench_of_row)
     for name in combos.names:
         frame[name] = _categorical([r.get(name) for r in combos.rows], combo_of_row)
 
-    meta = {b: benchmarks.get(b, {}) for b in set(cols.chunk_bench)}
-    unit_of = {b: str(meta[b].get("unit") or metrics.default_unit(b)) for b in meta}
-    hib_of = {b: metrics.higher_is_better(b, meta[b] or {"unit": unit_of[b]}) for b in meta}
-    frame["metric"] = _categorical([metrics.method_name(b) for b in cols.chunk_bench],
-                                   chunk_of_row)
-    frame["unit"] = _categorical([unit_of[b] for b in cols.chunk_bench], chunk_of_row)
-    frame["higher_is_better"] = np.asarray([hib_of[b] for b in cols.chunk_bench], dtype=bool)[
-        chunk_of_row
-    ]
+    meta = [benchmarks.get(b, {}) for b in names]
+    unit_of = [str(m.get("unit") or metrics.default_unit(b)) for b, m in zip(names, meta,
+                                                                             strict=True)]
+    hib_of = [metrics.higher_is_better(b, m or {"unit": u})
+              for b, m, u in zip(names, meta, unit_of, strict=True)]
+    frame["metric"] = _categorical([metrics.method_name(b) for b in names], bench_of_row)
+    frame["unit"] = _categorical(unit_of, bench_of_row)
+    frame["higher_is_better"] = np.asarray(hib_of, dtype=bool)[bench_of_row]
 
-    values, is_none, bad = _numeric(cols.values)
-    if bad.any():
-        _unreadable_values(bad, cols.values, chunk_of_row, cols, files, errors)
-    impossible = _impossible(values, chunk_of_row, cols.chunk_bench, unit_of)
+    values = np.concatenate(cols.values)
+    status = np.concatenate(cols.status)
+    impossible = _impossible(values, bench_of_row, names, unit_of)
     if impossible.any():
-        _unreadable_values(impossible, cols.values, chunk_of_row, cols, files, errors,
-                           what=lambda b: _bound_text(b, unit_of[b]))
+        _impossible_errors(impossible, values, chunk_of_row, chunk_file, chunk_bench, cols,
+                           files, unit_of, errors)
         values[impossible] = np.nan
-        bad |= impossible
-    status = np.where(is_none, 1, np.where(bad, 3, np.where(np.isnan(values), 2, 0)))
+        status[impossible] = 3
     frame["value"] = values
-    frame["status"] = pd.Categorical.from_codes(
-        status, categories=["ok", "failed", "skipped", "invalid"])
+    frame["status"] = pd.Categorical.from_codes(status, categories=list(STATUSES))
     for key in STAT_KEYS:
-        frame[key] = _numeric(cols.stats[key])[0]
+        frame[key] = np.concatenate(cols.stats[key])
     samples = np.empty(len(cols.samples), dtype=object)
     samples[:] = cols.samples
     frame["samples"] = samples
     frame["started_at"] = pd.to_datetime(
-        np.asarray(cols.chunk_started, dtype=float)[chunk_of_row], unit="ms", utc=True
+        np.concatenate(cols.chunk_started)[chunk_of_row], unit="ms", utc=True
     )
-    version_ok = [
-        v is None or meta[b].get("version") is None or v == meta[b].get("version")
-        for b, v in zip(cols.chunk_bench, cols.chunk_version, strict=True)
-    ]
-    frame["version_ok"] = np.asarray(version_ok, dtype=bool)[chunk_of_row]
-    frame["file"] = per_file("file")
+    chunk_version = np.concatenate(cols.chunk_version)
+    current = [m.get("version") for m in meta]
+    # per (benchmark, stored version) pair: is it the version benchmarks.json holds?
+    pair = chunk_bench * max(len(cols.version_names), 1) + chunk_version
+    uniq, inv = np.unique(pair, return_inverse=True)
+    nv = max(len(cols.version_names), 1)
+    ok_pair = np.asarray([
+        cols.version_names[int(p % nv)] is None or current[int(p // nv)] is None
+        or cols.version_names[int(p % nv)] == current[int(p // nv)] for p in uniq], dtype=bool)
+    frame["version_ok"] = ok_pair[inv][chunk_of_row]
+    frame["bench_version"] = _categorical(cols.version_names, chunk_version[chunk_of_row])
+    known = bool(benchmarks)
+    frame["retired"] = np.asarray([known and b not in benchmarks for b in names],
+                                  dtype=bool)[bench_of_row]
+    fam = [env_family(e, r) for e, r in zip(fdf["env"], fdf["requirements"], strict=True)]
+    frame["env_family"] = per_file(fam)
+    frame["noise_reason"] = np.full(len(values), None, dtype=object)
+    frame["file"] = per_file(fdf["file"].tolist())
     return pd.DataFrame(frame)
 
 
-def _commit_order(files: pd.DataFrame) -> np.ndarray:
-    """Rank of each file's commit: by commit date, then earliest started_at, then hash."""
+#: row statuses, in the order of their codes
+STATUSES = ("ok", "failed", "skipped", "invalid", "noisy")
+
+
+def _commit_order(files: pd.DataFrame, first_parent: Sequence[str] | None = None) -> np.ndarray:
+    """Rank of each file's commit.
+
+    With ``first_parent`` (the project's first-parent history, newest first, as ``git
+    rev-list --first-parent`` prints it and as asv orders commits): the position on it,
+    oldest 0; commits not on it get -1 (the caller leaves them out). Without: by commit date,
+    then earliest started_at, then hash.
+    """
     if files.empty:
         return np.zeros(0, dtype=np.int64)
+    if first_parent is not None:
+        n = len(first_parent)
+        rank = {c: n - 1 - i for i, c in enumerate(first_parent)}
+        return files["commit"].map(lambda c: rank.get(c, -1)).to_numpy(dtype=np.int64)
     per_commit = files.groupby("commit", sort=False).agg(
         date=("date", "min"), started=("first_started", "min")
     )
@@ -528,8 +827,81 @@ def _commit_order(files: pd.DataFrame) -> np.ndarray:
 def _empty_frame(param_names: list[str]) -> pd.DataFrame:
     cols = ["machine", "commit", "commit_order", "date", "env", "benchmark", *param_names,
             "metric", "unit", "higher_is_better", "value", "status", *STAT_KEYS, "samples",
-            "started_at", "version_ok", "file"]
+            "started_at", "version_ok", "bench_version", "retired", "env_family",
+            "noise_reason", "file"]
     return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+
+
+def _load_interference(root: Path, errors: list[LoadError]) -> list[dict[str, Any]]:
+    """The interference sidecars ``DIR/lnbench-interference/<machine>/*.json``.
+
+    Each is ``{"version": 1, "machine", "commit", "env", "points": [{"benchmark", "params",
+    "status": "ok"|"noisy", "reason", ...}]}`` (written by the asv suite next to each asv
+    run). Returns the valid documents; a malformed one is a LoadError and is not used.
+    """
+    docs = []
+    for path in sorted((root / INTERFERENCE_DIR).glob("*/*.json")):
+        try:
+            data = _read_json(path)
+            _check_version(data, INTERFERENCE_VERSION)
+            for key in ("machine", "commit", "env"):
+                if not isinstance(data.get(key), str) or not data[key]:
+                    raise ValueError(f"{key!r} missing or not a string")
+            points = data.get("points")
+            if not isinstance(points, list):
+                raise ValueError("'points' missing or not a list")
+            for i, p in enumerate(points):
+                if not isinstance(p, dict) or not isinstance(p.get("benchmark"), str):
+                    raise ValueError(f"points[{i}]: not an object with a 'benchmark' string")
+                if not isinstance(p.get("params", {}), dict):
+                    raise ValueError(f"points[{i}]: 'params' is not an object")
+                if p.get("status") not in ("ok", "noisy"):
+                    raise ValueError(f"points[{i}]: status {_short_repr(p.get('status'))} "
+                                     "is not 'ok' or 'noisy'")
+        except ValueError as exc:
+            errors.append(LoadError(str(path), f"{exc}; interference not used"))
+            continue
+        data["path"] = str(path)
+        docs.append(data)
+    return docs
+
+
+def _mark_noisy(frame: pd.DataFrame, docs: list[dict[str, Any]], param_names: list[str],
+                errors: list[LoadError]) -> None:
+    """Give rows named ``noisy`` by a sidecar status ``noisy`` and their ``noise_reason``."""
+    wanted: dict[tuple[str, str, str], dict[tuple[str, tuple[tuple[str, str], ...]], str]] = {}
+    for doc in docs:
+        noisy = {(p["benchmark"], tuple(sorted((str(k), str(v))
+                                               for k, v in (p.get("params") or {}).items()))):
+                 str(p.get("reason") or "noisy") for p in doc["points"]
+                 if p.get("status") == "noisy"}
+        if noisy:
+            wanted.setdefault((doc["machine"], doc["commit"], doc["env"]), {}).update(noisy)
+    if not wanted or frame.empty:
+        return
+    sel = frame["commit"].isin({c for _, c, _ in wanted})
+    sub = frame.loc[sel & (frame["status"] == "ok")]
+    status = frame["status"].to_numpy().copy()
+    reason = frame["noise_reason"].to_numpy()
+    found: set[tuple[Any, ...]] = set()
+    for (machine, commit, env), points in wanted.items():
+        rows = sub[(sub["machine"] == machine) & (sub["commit"] == commit) & (sub["env"] == env)]
+        for idx, bench, *pv in zip(rows.index, rows["benchmark"].astype(str),
+                                   *(rows[p] for p in param_names), strict=True):
+            params = tuple(sorted((n, str(v)) for n, v in zip(param_names, pv, strict=True)
+                                  if isinstance(v, str)))
+            why = points.get((bench, params))
+            if why is not None:
+                status[idx] = "noisy"
+                reason[idx] = why
+                found.add((machine, commit, env, bench, params))
+    frame["status"] = pd.Categorical(status, categories=list(STATUSES))
+    frame["noise_reason"] = reason
+    missing = sum(1 for key, points in wanted.items() for p in points
+                  if (*key, *p) not in found)
+    if missing:
+        errors.append(LoadError(str(frame.attrs.get("root", "")) + "/" + INTERFERENCE_DIR,
+                                f"{missing} noisy point(s) match no stored ok value"))
 
 
 def _machine_info(path: Path, errors: list[LoadError]) -> dict[str, Any]:
@@ -542,12 +914,19 @@ def _machine_info(path: Path, errors: list[LoadError]) -> dict[str, Any]:
     return {f"asv_{k}": data.get(k) for k in ("arch", "cpu", "num_cpu", "os", "ram")}
 
 
-def load_results(results_dir: str | os.PathLike[str]) -> LoadedResults:
-    """Read an asv results directory (asv 0.6 format) into :class:`LoadedResults`.
+def load_results(
+    results_dir: str | os.PathLike[str], first_parent: Sequence[str] | None = None
+) -> LoadedResults:
+    """Read an asv results directory (asv 0.6 format; version-1 files converted as ``asv
+    update`` does) into :class:`LoadedResults`.
 
     ``frame`` has one row per stored value (columns in the module docstring), ``machines``
     one row per machine seen in results or in ``lnbench-machines/`` (facts are None where
     no facts file exists), ``errors`` every unreadable file with a one-line reason.
+    ``first_parent``: the project's first-parent history, newest first (``git rev-list
+    --first-parent``, as asv orders commits); ``commit_order`` is then the position on it and
+    results of commits off it are left out (``off_history``). Without it commits are ordered
+    by date.
 
     Raises :class:`ResultsDirError` only when ``results_dir`` is not a directory.
     """
@@ -568,6 +947,8 @@ def load_results(results_dir: str | os.PathLike[str]) -> LoadedResults:
         if sub.name == FACTS_DIR:
             facts = _load_facts(sub, errors)
             continue
+        if sub.name == INTERFERENCE_DIR:
+            continue
         machine_json = sub / "machine.json"
         jsons = sorted(p for p in sub.glob("*.json") if p.name != "machine.json")
         if not machine_json.is_file():
@@ -581,12 +962,23 @@ def load_results(results_dir: str | os.PathLike[str]) -> LoadedResults:
                 files.append(rec)
                 asv_info.setdefault(rec["machine"], info)
 
+    off: list[str] = []
     if files and cols.chunk_len:
-        frame = _assemble(cols, files, combos, benchmarks, errors)
+        frame = _assemble(cols, files, combos, benchmarks, errors, first_parent)
+        if first_parent is not None:
+            away = frame["commit_order"].to_numpy() < 0
+            if away.any():
+                off = sorted(map(str, frame.loc[away, "commit"].unique()))
+                frame = frame.loc[~away].reset_index(drop=True)
+                for col in frame.select_dtypes("category").columns:
+                    frame[col] = frame[col].cat.remove_unused_categories()
+        _mark_noisy(frame, _load_interference(root, errors), combos.names, errors)
     else:
         frame = _empty_frame(combos.names)
     machines = _machines_frame(asv_info, facts)
-    return LoadedResults(root, frame, machines, errors, benchmarks, list(combos.names))
+    return LoadedResults(root, frame, machines, errors, benchmarks, list(combos.names),
+                         off_history=off,
+                         order="first-parent" if first_parent is not None else "date")
 
 
 def _machines_frame(

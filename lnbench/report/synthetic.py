@@ -342,3 +342,51 @@ def write_suite_history(
                 samples=samples, started_at_ms=date + 3_600_000 + mi * 60_000,
             )
     return specs
+
+
+def write_ci_history(
+    results_dir: Path,
+    *,
+    n_commits: int = 1800,
+    envs: Mapping[str, int] | None = None,
+    n_benchmarks: int = 200,
+    n_param_benchmarks: int = 15,
+    noise: float = 0.05,
+    machine: str = "ci-runner",
+    seed: int = 0,
+) -> dict[str, int]:
+    """A django-asv-sized history of a generic asv suite on one CI machine (no lnbench names).
+
+    ``envs`` maps an asv environment name to how many of the newest commits it measured
+    (default three environments: 1,800 + 1,800 + 1,100 commits = 4,700 files). Each environment
+    runs ``n_benchmarks`` unparametrized ``time_`` benchmarks and ``n_param_benchmarks`` with
+    one parameter of two values (``n_benchmarks + 2 · n_param_benchmarks`` series per
+    environment: 230, 690 in all with the defaults), with log-normal run-to-run noise
+    ``noise`` and asv's stored statistics but no samples (what CI histories hold). Returns
+    counts ``{"files", "series", "commits"}``.
+    """
+    rng = np.random.default_rng(seed)
+    if envs is None:
+        envs = {"virtualenv-py3.10": n_commits, "virtualenv-py3.11": n_commits,
+                "virtualenv-py3.12": min(n_commits, 1100)}
+    specs = [BenchSpec(f"suite_{i % 20}.Time{i}.time_case", [], [], "seconds", "time",
+                       version=f"{i:064x}") for i in range(n_benchmarks)]
+    specs += [BenchSpec(f"suite_p.Param{i}.time_param", [quoted(["small", "large"])], ["size"],
+                        "seconds", "time", version=f"{i + n_benchmarks:064x}")
+              for i in range(n_param_benchmarks)]
+    by_name = {s.name: s for s in specs}
+    results_dir = Path(results_dir)
+    write_benchmarks_json(results_dir, specs)
+    write_machine_json(results_dir, machine)
+    base = {s.name: np.exp(rng.uniform(-12, -2, size=max(1, len(s.combos)))) for s in specs}
+    files = 0
+    for env, n_env in envs.items():
+        for c in range(n_commits - n_env, n_commits):
+            values = {name: (b * np.exp(rng.normal(0.0, noise, size=b.shape))).tolist()
+                      for name, b in base.items()}
+            date = T0_MS + c * 3_600_000
+            write_result_file(results_dir, machine, commit_hash(c), date, values, by_name,
+                              env_name=env, started_at_ms=date + 600_000)
+            files += 1
+    per_env = sum(max(1, len(s.combos)) for s in specs)
+    return {"files": files, "series": per_env * len(envs), "commits": n_commits}
