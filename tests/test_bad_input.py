@@ -90,7 +90,7 @@ def test_inputs_too_large_for_the_machine_cost_only_their_case(capsys, monkeypat
                      "--no-memory", "--out", str(out_file))
     assert code == 1
     recs = json.loads(out_file.read_text())["records"]
-    assert [r["status"] for r in recs] == ["ok", "error"]
+    assert [r["status"] for r in recs] in (["ok", "error"], ["noisy", "error"])  # busy machine
     assert "out of memory" in recs[1]["reason"]
 
 

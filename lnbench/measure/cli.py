@@ -1,4 +1,12 @@
-"""``lnbench run``: runtime, memory, GB/s, % of copy bandwidth and error over the grid."""
+"""``lnbench run``: runtime, memory, GB/s, % of copy bandwidth and error over the grid.
+
+The implementations of a case are timed interleaved, and every point carries the interference
+measured over its sampling window (load and steal in cores, copy bandwidth before and after,
+spread of the samples: lnbench.measure.interference). A point still disturbed after
+``--retries`` re-measurements has status ``noisy`` and its reason; it is shown, written, and never
+a judged failure: the exit status is 1 only for ``fail`` or ``error`` points (CONTRACT.md), never
+for ``noisy`` ones.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,9 @@ def add_parsers(sub: Any, filters: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("--repeat", type=int, default=7, help="timing samples per point (default 7)")
     p.add_argument("--max-time", type=float, default=2.0, help="seconds per point at most")
     p.add_argument("--no-memory", action="store_true", help="skip the workspace measurement")
+    p.add_argument("--retries", type=int, default=None, metavar="N",
+                   help="re-measurements of a case measured under interference before its "
+                        "points are stored as noisy (default 2)")
     p.set_defaults(func=cmd_run)
 
 
@@ -54,6 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--quick and --grid {args.grid}: give one of them")
     if args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: must be at least 1")
+    if args.retries is not None and args.retries < 0:
+        raise UsageError(f"--retries {args.retries}: must be 0 or more")
     load_plugins(args.plugin)
     impls = select_impls(args.impl)
     grid = args.grid or ("quick" if args.quick else "full")
@@ -66,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=len(items) * len(impls), desc="run", unit="pt", file=sys.stderr)
     records = run(impls, items, repeat=args.repeat, max_time=args.max_time,
-                  memory=not args.no_memory, on_record=(lambda r: bar.update(1)) if bar else None)
+                  memory=not args.no_memory, retries=args.retries,
+                  on_record=(lambda r: bar.update(1)) if bar else None)
     if bar:
         bar.close()
     rows = [r.to_dict() for r in records]
@@ -103,7 +117,7 @@ def print_run(rows: list[dict[str, Any]]) -> None:
     con = console()
     t = Table(title="lnbench run (median per call; GB/s from 3·M·N·elt + 8·M + 3·N·elt bytes)")
     cols = ("impl", "case", "time", "GB/s", "% copy", "workspace", "rel_err dx", "dγ", "dβ",
-            "status")
+            "load", "spread", "status")
     for c in cols:
         t.add_column(c, justify="left" if c in ("impl", "case", "status") else "right",
                      no_wrap=c in ("impl", "case"))
@@ -119,10 +133,20 @@ def print_run(rows: list[dict[str, Any]]) -> None:
             _fmt(r["gbps"], ".2f"), _fmt(r["pct_copy"], ".0f"),
             "–" if r["workspace_bytes"] is None else _bytes(r["workspace_bytes"]),
             _fmt(r["rel_err_dx"], ".1e"), _fmt(r["rel_err_dgamma"], ".1e"),
-            _fmt(r["rel_err_dbeta"], ".1e"),
-            r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]: {r['reason'][:60]}",
+            _fmt(r["rel_err_dbeta"], ".1e"), _fmt(r.get("load"), ".2f"),
+            _fmt(r.get("spread"), ".2f"),
+            r["status"] if r["status"] == "ok" else
+            f"[yellow]noisy[/]: {r['reason'][:60]}" if r["status"] == "noisy" else
+            f"[red]{r['status']}[/]: {r['reason'][:60]}",
         )
     con.print(t)
+    noisy = [r for r in rows if r["status"] == "noisy"]
+    if noisy:
+        con.print(f"[yellow]noisy[/] {len(noisy)} point(s): measured under interference "
+                  f"{noisy[0]['attempts']} time(s) (load = other processes' CPU in cores; "
+                  "spread = IQR/median); first: "
+                  f"{noisy[0]['impl']} {noisy[0]['case']}: {noisy[0]['reason']}",
+                  highlight=False)
     for name, why in skipped.items():
         con.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
 
