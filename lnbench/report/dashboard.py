@@ -167,53 +167,45 @@ def _null_locator() -> Any:
     return NullLocator()
 
 
-def history_plot(
-    frame: pd.DataFrame, changes: pd.DataFrame, machine: str, metric: str, params: list[str],
-    path: Path, top: int = 12, notes: list[str] | None = None,
-) -> tuple[int, int]:
-    """Small multiples of one machine's ``metric`` series over commits, changes marked.
+def _key_of(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """One string per row naming its series (the values of ``keys`` joined)."""
+    return df[keys].astype(object).fillna("").astype(str).agg("|".join, axis=1)
 
-    Shows at most ``top`` series: those with detected changes first (largest first), then
-    the rest, longest history first, then in parameter order. The x axis is this machine's
-    commits (positions 0, 1, … in date order, labelled with short hashes). Returns (shown,
-    total); raises NoData. Values beyond ±PLOT_MAX are drawn as triangles on the panel's
-    edge and counted in ``notes``.
-    """
-    data = _usable(frame, machine, metric, notes)
-    keys = [k for k in series_columns(frame, params) if k in data.columns]
 
-    def key_of(df: pd.DataFrame) -> pd.Series:
-        return df[keys].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+def _machine_changes(changes: pd.DataFrame, machine: str, keys: list[str],
+                     metric: str | None = None) -> pd.DataFrame:
+    """The detected changes of ``machine`` (of one ``metric``, or all), with ``_key`` and
+    ``_sev`` = |log ratio|."""
+    need = {"machine", "metric", "ratio", "commit_order"}
+    if not len(changes) or not need <= set(changes.columns):
+        return pd.DataFrame()
+    ch = changes[changes["machine"].astype(str) == machine]
+    if metric is not None:
+        ch = ch[ch["metric"].astype(str) == metric]
+    if not len(ch):
+        return pd.DataFrame()
+    ratio = pd.to_numeric(ch["ratio"], errors="coerce").astype(float)
+    return ch.assign(_key=_key_of(ch, [k for k in keys if k in ch.columns]),
+                     _sev=np.abs(np.log(ratio.clip(lower=1e-300))).fillna(0.0))
 
-    data = data.assign(_key=key_of(data))
-    ch = pd.DataFrame()
-    if len(changes) and {"machine", "metric", "ratio", "commit_order"} <= set(changes.columns):
-        ch = changes[(changes["machine"].astype(str) == machine)
-                     & (changes["metric"].astype(str) == metric)]
-    if len(ch):
-        ratio = pd.to_numeric(ch["ratio"], errors="coerce").astype(float)
-        ch = ch.assign(_key=key_of(ch), _sev=np.abs(np.log(ratio.clip(lower=1e-300))))
-    ranked = (list(dict.fromkeys(ch.sort_values("_sev", ascending=False)["_key"]))
-              if len(ch) else [])
-    ranked = [k for k in ranked if k in set(data["_key"])]
-    npts = data["_key"].value_counts()
-    rest = sorted(set(data["_key"]) - set(ranked), key=lambda k: (-npts[k], k))
-    chosen = (ranked + rest)[:max(1, top)]
-    total = data["_key"].nunique()
 
-    commits = (data.assign(commit=data["commit"].astype(str))
+def _draw_history(data: pd.DataFrame, ch: pd.DataFrame, chosen: list[str],
+                  title_of: Any, path: Path, suptitle: str) -> None:
+    """Small multiples, one panel per series key in ``chosen`` (rows of ``data`` with that
+    ``_key``), each in its own unit, detected changes (``ch``) as dashed lines with their
+    ratio. The x axis is the commits of the drawn series, positions 0, 1, … in order."""
+    drawn = data[data["_key"].isin(chosen)]
+    commits = (drawn.assign(commit=drawn["commit"].astype(str))
                .drop_duplicates("commit_order").sort_values("commit_order"))
     pos = {int(o): i for i, o in enumerate(commits["commit_order"])}
     hashes = [c[:8] for c in commits["commit"]]
-
     ncols = min(3, len(chosen))
     nrows = math.ceil(len(chosen) / ncols)
-    fig = _figure(4.2 * ncols, 2.6 * nrows + 1.0)
+    fig = _figure(4.2 * ncols, 2.7 * nrows + 1.0)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    unit = str(data["unit"].iloc[0]) if "unit" in data and pd.notna(data["unit"].iloc[0]) \
-        else ""
     for i, (ax, key) in enumerate(zip(axes.flat, chosen, strict=False)):
-        s = data[data["_key"] == key].sort_values("commit_order")
+        s = drawn[drawn["_key"] == key].sort_values("commit_order")
+        unit = str(s["unit"].iloc[0]) if "unit" in s and pd.notna(s["unit"].iloc[0]) else ""
         x = s["commit_order"].map(lambda o: pos[int(o)]).to_numpy(float)
         y = s["value"].to_numpy(float)
         off = _off_scale(y)
@@ -234,21 +226,126 @@ def history_plot(
                             color=color, fontsize=7, ha="left", va="top", xytext=(3, 0),
                             textcoords="offset points",
                             bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
-        ax.set_title(_series_label(s.iloc[0], params), fontsize=8)
+        ax.set_title(title_of(s.iloc[0]), fontsize=7.5)
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         bottom = i + ncols >= len(chosen)  # lowest visible panel of its column
         _commit_ticks(ax, hashes, show_labels=bottom)
         if bottom:
-            ax.set_xlabel("commit (date order)", fontsize=8)
+            ax.set_xlabel("commit (in order)", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
-    shown = f"{len(chosen)} of {total} series" + (", changes first" if ranked else "")
-    fig.suptitle(f"{machine}: {metric} history ({shown}; {len(hashes)} commit(s); "
-                 "red = regression, green = improvement)", fontsize=10)
+    fig.suptitle(f"{suptitle}; {len(hashes)} commit(s); red = regression, green = "
+                 "improvement", fontsize=10)
     fig.savefig(path)
+
+
+def history_plot(
+    frame: pd.DataFrame, changes: pd.DataFrame, machine: str, metric: str, params: list[str],
+    path: Path, top: int = 12, notes: list[str] | None = None,
+) -> tuple[int, int]:
+    """Small multiples of one machine's ``metric`` series over commits, changes marked.
+
+    Shows at most ``top`` series: those with detected changes first (largest first), then
+    the rest, longest history first, then in parameter order. The x axis is this machine's
+    commits (positions 0, 1, … in order, labelled with short hashes). Returns (shown,
+    total); raises NoData. Values beyond ±PLOT_MAX are drawn as triangles on the panel's
+    edge and counted in ``notes``.
+    """
+    data = _usable(frame, machine, metric, notes)
+    keys = [k for k in series_columns(frame, params) if k in data.columns]
+    data = data.assign(_key=_key_of(data, keys))
+    ch = _machine_changes(changes, machine, keys, metric)
+    ranked = (list(dict.fromkeys(ch.sort_values("_sev", ascending=False)["_key"]))
+              if len(ch) else [])
+    ranked = [k for k in ranked if k in set(data["_key"])]
+    npts = data["_key"].value_counts()
+    rest = sorted(set(data["_key"]) - set(ranked), key=lambda k: (-npts[k], k))
+    chosen = (ranked + rest)[:max(1, top)]
+    total = data["_key"].nunique()
+    shown = f"{len(chosen)} of {total} series" + (", changes first" if ranked else "")
+    _draw_history(data, ch, chosen, lambda r: _series_label(r, params), path,
+                  f"{machine}: {metric} history ({shown})")
     return len(chosen), total
+
+
+def net_change(values: np.ndarray) -> float:
+    """|log(last level / first level)| of a series in commit order; 0 when it cannot tell.
+
+    A level is the median of ``k = max(1, min(5, n // 3))`` points at that end, so one
+    outlying first or last point does not make a series look changed. Values ≤ 0 (a byte
+    count of 0) have no ratio: 0.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return 0.0
+    k = max(1, min(5, len(v) // 3))
+    first, last = float(np.median(v[:k])), float(np.median(v[-k:]))
+    if first <= 0 or last <= 0:
+        return 0.0
+    return abs(math.log(last / first))
+
+
+def changed_most_plot(
+    frame: pd.DataFrame, changes: pd.DataFrame, machine: str, params: list[str],
+    path: Path, top: int = 12, notes: list[str] | None = None,
+) -> tuple[int, int]:
+    """The ``top`` series of ``machine`` that changed most, any benchmark of any suite.
+
+    Ranking: series with a detected change first, by their largest |log ratio| (the
+    detector's verdict, which already weighs the step against the series' noise); then the
+    rest by :func:`net_change` between the first and last levels. Each panel has its own
+    unit; its title is the benchmark (class.method) and its parameters, with the asv
+    environment when the machine has several. Returns (shown, total); raises NoData.
+    """
+    if frame.empty or not {"machine", "metric", "status", "value"} <= set(frame.columns):
+        raise NoData("no results")
+    rows = frame[frame["machine"].astype(str) == machine]
+    values = pd.to_numeric(rows["value"], errors="coerce").to_numpy(float)
+    keep = rows["status"].astype(str).eq("ok").to_numpy() & np.isfinite(values)
+    if "version_ok" in rows.columns:
+        keep &= rows["version_ok"].fillna(True).astype(bool).to_numpy()
+    data = rows[keep].assign(value=values[keep])
+    if data.empty:
+        raise NoData("no results with a value")
+    huge = _off_scale(data["value"])
+    if huge.any() and notes is not None:
+        notes.append(f"{int(huge.sum())} value(s) beyond ±{PLOT_MAX:.0e} (absurd) shown off "
+                     "scale (triangles on a plot's edge); the change table has them as stored")
+    keys = [k for k in series_columns(frame, params) if k in data.columns]
+    data = data.assign(_key=_key_of(data, keys))
+    ch = _machine_changes(changes, machine, keys)
+    sev = ch.groupby("_key")["_sev"].max() if len(ch) else pd.Series(dtype=float)
+    present = set(data["_key"])
+    ranked = [k for k in sev.sort_values(ascending=False, kind="stable").index if k in present]
+    net = {k: net_change(g.sort_values("commit_order")["value"].to_numpy(float))
+           for k, g in data[~data["_key"].isin(ranked)].groupby("_key", sort=True)}
+    rest = sorted(net, key=lambda k: (-net[k], k))
+    chosen = (ranked + rest)[:max(1, top)]
+    names = [p for p in params if p in data.columns]
+    # the environment goes into a title only where the same benchmark and parameters were
+    # measured in several (otherwise two panels would look alike)
+    bare = _key_of(data, [k for k in keys if k != "env"]) if "env" in keys else data["_key"]
+    envs_of = data.assign(_bare=bare).groupby("_bare")["env"].nunique() if "env" in keys \
+        else pd.Series(dtype=int)
+    bare_of = dict(zip(data["_key"], bare, strict=True))
+
+    def title(r: pd.Series) -> str:
+        bench = ".".join(str(r["benchmark"]).split(".")[-2:])
+        label = _series_label(r, names)
+        if envs_of.get(bare_of.get(r["_key"]), 1) > 1:
+            label = f"{label} [{r['env']}]".strip()
+        return f"{bench}" + (f"\n{label}" if label else "")
+
+    n_changed = min(len(ranked), len(chosen))
+    what = (f"{n_changed} with a detected change, largest first" if n_changed
+            else "no detected change: largest net change first")
+    _draw_history(data, ch, chosen, title, path,
+                  f"{machine}: the {len(chosen)} of {len(present)} series that changed most "
+                  f"({what})")
+    return len(chosen), len(present)
 
 
 def elt_bytes(dtype: str) -> int | None:
@@ -440,15 +537,38 @@ def _dtype_order(dtypes: Any) -> list[str]:
     return sorted(map(str, dtypes), key=lambda t: (-(elt_bytes(t) or 0), t))
 
 
+#: cases smaller than this (M·N elements) are left out of the accuracy heatmap's summary
+MIN_CASE_ELEMENTS = 1024
+
+
+def case_elements(shape: str) -> float:
+    """M·N of an ``MxN`` shape; NaN when the shape is not of that form."""
+    m = re.fullmatch(r"\s*(\d+)\s*[x×]\s*(\d+)\s*", str(shape))
+    return float(int(m.group(1)) * int(m.group(2))) if m else math.nan
+
+
 def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
                      notes: list[str] | None = None) -> tuple[int, int]:
-    """rel_err of dx: implementation × distribution, one panel per dtype, worst over shapes.
+    """rel_err of dx: implementation × distribution, one panel per dtype.
 
-    Log colour scale shared by the panels; uses the latest result of each series. Returns
-    (implementations, dtypes); raises NoData.
+    Each cell is the worst rel_err of that (implementation, distribution, dtype) over the
+    shapes with M·N ≥ ``MIN_CASE_ELEMENTS`` (1024). Why not the worst over every shape: at
+    2×4 the error is set by the rounding of a handful of terms against a tiny ``max|ref|``,
+    the same for every formulation (in this repository's ``results/``, quick grid on a 2-core
+    x86_64 VM, float32 ``offset``: 1.0–1.1e-3 for all ten implementations), so a plain
+    maximum shows that one case ten times over and hides the spread that tells
+    implementations apart (1.0e-5 … 8.7e-5 there at 64×1023 and 256×1024). The
+    worst over realistic sizes keeps an absolute error a user can read against a tolerance
+    and keeps that spread; a per-case normalised view (error / median error of the case)
+    would show the spread too but no longer the size of the error. A cell whose
+    implementation has only smaller cases (or shapes that are not M×N) shows the worst of
+    those, marked ``*``, with a note. One log colour scale per dtype (float64 and bfloat16
+    errors lie 13 decades apart: a shared scale paints each dtype one colour); the latest
+    result of each series. Returns (implementations, dtypes); raises NoData.
     """
     from matplotlib.colors import LogNorm
 
+    notes = notes if notes is not None else []
     rows = _usable(frame, machine, "track_rel_err_dx", notes)
     keys = [k for k in ("impl", "shape", "dtype", "dist") if k in rows.columns]
     if not {"impl", "dtype", "dist"} <= set(keys):
@@ -461,24 +581,35 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
     dtypes = _dtype_order(d["dtype"].unique())
     if not impls:
         raise NoData("no track_rel_err_dx results with a value")
+    elems = d["shape"].map(case_elements) if "shape" in d else pd.Series(math.nan, d.index)
+    d = d.assign(_large=elems.to_numpy(float) >= MIN_CASE_ELEMENTS)
+    cell = ["dtype", "impl", "dist"]
+    has_large = d.groupby(cell)["_large"].transform("any")
+    d = d[d["_large"] | ~has_large]
+    small_only = {tuple(k) for k in d.loc[~d["_large"], cell].drop_duplicates().to_numpy()}
+    if small_only:
+        notes.append(f"accuracy heatmap: {len(small_only)} cell(s) marked * have no case with "
+                     f"M·N ≥ {MIN_CASE_ELEMENTS}: they show the worst of their smaller cases")
     tables = {dt: d[d["dtype"] == dt].pivot_table(index="impl", columns="dist", values="value",
                                                    aggfunc="max")
               .reindex(index=impls, columns=dists) for dt in dtypes}
-    allv = np.concatenate([t.to_numpy(float).ravel() for t in tables.values()])
-    pos = allv[np.isfinite(allv) & (allv > 0)]
-    floor = float(min(pos.min(), PLOT_MAX / 10)) if len(pos) else 1e-16
-    vmax = float(min(pos.max(), PLOT_MAX)) if len(pos) else 1.0  # colours saturate there
-    norm = LogNorm(vmin=floor, vmax=max(vmax, floor * 10))
+
+    def norm_of(values: np.ndarray) -> Any:
+        pos = values[np.isfinite(values) & (values > 0)]
+        floor = float(min(pos.min(), PLOT_MAX / 10)) if len(pos) else 1e-16
+        vmax = float(min(pos.max(), PLOT_MAX)) if len(pos) else 1.0  # colours saturate there
+        return LogNorm(vmin=floor, vmax=max(vmax, floor * 2))  # at least a factor of 2
 
     ncols = min(2, len(dtypes))
     nrows = math.ceil(len(dtypes) / ncols)
     label_w = 0.09 * max(len(i) for i in impls) + 0.4
-    fig = _figure(ncols * (0.85 * len(dists) + 0.3) + label_w + 1.4,
+    fig = _figure(ncols * (0.85 * len(dists) + 1.3) + label_w + 0.4,
                   max(3.6, nrows * (0.3 * len(impls) + 1.0) + 0.8))
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    im = None
     for k, (ax, dt) in enumerate(zip(axes.flat, dtypes, strict=False)):
         vals = tables[dt].to_numpy(float)
+        norm = norm_of(vals)  # one scale per dtype: the spread within a dtype stays visible
+        floor = norm.vmin
         shown = np.where(np.isfinite(vals), np.clip(vals, floor, PLOT_MAX), np.nan)
         im = ax.imshow(np.ma.masked_invalid(shown), cmap="viridis", aspect="auto", norm=norm)
         ax.set_facecolor("#ddd")
@@ -488,19 +619,21 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
             for j in range(vals.shape[1]):
                 v = vals[i, j]
                 dark = np.isfinite(v) and norm(max(v, floor)) < 0.6  # viridis: dark low end
-                ax.text(j, i, f"{v:.1e}" if np.isfinite(v) else "n/a", ha="center",
+                star = "*" if (dt, impls[i], dists[j]) in small_only else ""
+                ax.text(j, i, f"{v:.1e}{star}" if np.isfinite(v) else "n/a", ha="center",
                         va="center", fontsize=7, color="white" if dark else "black")
         ax.set_title(dt, fontsize=9)
         if k % ncols == 0:
             ax.set_ylabel("implementation", fontsize=8)
         if k + ncols >= len(dtypes):
             ax.set_xlabel("input distribution", fontsize=8)
+        bar = fig.colorbar(im, ax=ax, fraction=0.08, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(dtypes):]:
         ax.set_visible(False)
-    if im is not None:
-        fig.colorbar(im, ax=list(axes.flat[:len(dtypes)]),
-                     label="relative error of dx (worst shape)")
-    fig.suptitle(f"{machine}: dx relative error, {_commits_note(d)}", fontsize=10)
+    fig.suptitle(f"{machine}: relative error of dx, worst case with M·N ≥ "
+                 f"{MIN_CASE_ELEMENTS} (one log colour scale per dtype), {_commits_note(d)}",
+                 fontsize=10)
     fig.savefig(path)
     return len(impls), len(dtypes)
 
@@ -518,28 +651,77 @@ def _drawn(plot: Any, *args: Any, **kw: Any) -> Any:
         raise NoData(f"{plot.__name__} could not be drawn: {reason}") from None
 
 
+def _known(x: Any) -> bool:
+    if x is None:
+        return False
+    try:
+        return not bool(pd.isna(x))
+    except (TypeError, ValueError):
+        return True
+
+
 def _machines_html(loaded: LoadedResults) -> str:
+    """One row per machine, for any suite: what lnbench's facts file says, else what asv's
+    ``machine.json`` says (cpu, cores, memory, os, arch), and what was measured there
+    (commits, environments, newest commit). The copy-bandwidth columns appear only when some
+    machine has a facts file."""
     m = loaded.machines
     if m.empty:
         return "<p>No machines found.</p>"
+    frame = loaded.frame
+    facts_any = bool(m["has_facts"].fillna(False).astype(bool).any()) if "has_facts" in m \
+        else False
     rows = []
     for r in m.to_dict("records"):
+        def first(*names: str, r: dict[str, Any] = r) -> Any:
+            return next((r.get(n) for n in names if _known(r.get(n))), None)
+
         def show(x: Any, unit: str = "") -> str:
-            if x is None or (isinstance(x, float) and math.isnan(x)):
+            if not _known(x):
                 return "unknown"
             return fmt_value(x, unit) if unit else str(x)
 
-        rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in [
-                str(r["machine"]), show(r.get("cpu_model") or r.get("asv_cpu")),
-                show(r.get("cpu_cores")), show(r.get("memory_bytes"), "bytes"),
-                show(r.get("gpu_name")), show(r.get("copy_gbps_cpu"), "GB/s"),
-                show(r.get("copy_gbps_cuda"), "GB/s"),
-                "yes" if r.get("has_facts") else "no (lnbench-machines file missing)",
-            ]) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ["machine", "cpu", "cores", "memory", "gpu",
-                                            "copy cpu", "copy cuda", "facts"])
+        ram = first("memory_bytes")
+        if ram is None and _known(r.get("asv_ram")):  # asv's machine.json: kB, as a string
+            try:
+                ram = float(r["asv_ram"]) * 1024
+            except (TypeError, ValueError):
+                ram = None
+        mine = frame[frame["machine"].astype(str) == str(r["machine"])] if len(frame) else frame
+        if len(mine):
+            newest = mine.loc[mine["commit_order"].idxmax()]
+            day = pd.Timestamp(newest["date"]).date() if _known(newest["date"]) else "?"
+            measured = [str(mine["commit"].nunique()),
+                        ", ".join(sorted(map(str, mine["env"].unique()))),
+                        f"{str(newest['commit'])[:8]} ({day})"]
+        else:
+            measured = ["0", "–", "–"]
+        cells = [str(r["machine"]), show(first("cpu_model", "asv_cpu")),
+                 show(first("cpu_cores", "asv_num_cpu")),
+                 show(ram, "bytes"), show(first("asv_os")), show(first("asv_arch")),
+                 show(first("gpu_name"))]
+        if facts_any:
+            cells += [show(r.get("copy_gbps_cpu"), "GB/s"), show(r.get("copy_gbps_cuda"), "GB/s"),
+                      "yes" if r.get("has_facts") else "no (lnbench-machines file missing)"]
+        cells += measured
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    names = ["machine", "cpu", "cores", "memory", "os", "arch", "gpu"]
+    if facts_any:
+        names += ["copy cpu", "copy cuda", "facts"]
+    names += ["commits", "environments", "newest commit"]
+    head = "".join(f"<th>{h}</th>" for h in names)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _suite_metrics(loaded: LoadedResults) -> set[str]:
+    """Method names the suite has: stored in results or declared in ``benchmarks.json``."""
+    names = set(loaded.frame["metric"].astype(str).unique()) if len(loaded.frame) else set()
+    return names | {b.rsplit(".", 1)[-1] for b in loaded.benchmarks}
+
+
+def _figure_html(name: str, alt: str, caption: str) -> str:
+    return (f'<figure><img src="{name}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def build_dashboard(
@@ -547,6 +729,13 @@ def build_dashboard(
     asv_html: str = "../html/index.html", top: int = 12, loaded: LoadedResults | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and its PNGs; returns the index path.
+
+    For any asv suite: the machines table, per machine the history of the ``top`` series
+    that changed most (:func:`changed_most_plot`), and the table of detected changes. Where
+    the suite has lnbench's metrics (``time_backward``, ``track_gbps``,
+    ``track_rel_err_dx``: stored, or declared in ``benchmarks.json``), also their per-metric
+    histories, the GB/s-vs-bytes plot and the accuracy heatmap; a suite without them gets no
+    such section and no "missing" line about them.
 
     ``loaded``: ``results_dir`` already read by ``load_results`` (read here when None).
     Raises ``ResultsDirError`` when ``results_dir`` is not a directory and ValueError when
@@ -564,6 +753,10 @@ def build_dashboard(
     changes = find_changes(frame, params) if len(frame) else pd.DataFrame()
     doc = regression_report(loaded, include_resolved=True, changes=changes)
     machines = sorted(map(str, frame["machine"].unique())) if len(frame) else []
+    suite = _suite_metrics(loaded)
+    lnbench_history = [m for m in HISTORY_METRICS if m in suite]
+    has_gbps = "track_gbps" in suite
+    has_accuracy = "track_rel_err_dx" in suite
 
     body = [f'<p>Results: <code>{html.escape(str(loaded.results_dir))}</code> — '
             f'{len(machines)} machine(s), {doc["summary"]["commits"]} commit(s), '
@@ -579,52 +772,75 @@ def build_dashboard(
             f"<li><code>{html.escape(e.path)}</code>: {html.escape(e.reason)}</li>"
             for e in loaded.errors) + "</ul>")
 
-    sections: dict[str, list[str]] = {"history": [], "gbps": [], "accuracy": []}
+    sections: dict[str, list[str]] = {"changed": [], "history": [], "gbps": [],
+                                      "accuracy": []}
     for machine in machines:
-        mine = changes[(changes["machine"].astype(str) == machine)
-                       & changes["metric"].astype(str).str.contains("rel_err")] if len(
-            changes) else changes
-        acc_changed = sorted(set(mine["metric"].astype(str))) if len(mine) else []
-        for metric in [*HISTORY_METRICS, *acc_changed]:
-            name = f"history-{_slug(machine)}-{_slug(metric)}.png"
-            notes: list[str] = []
-            try:
-                got = _drawn(history_plot, frame, changes, machine, metric, params, out / name,
-                             top, notes)
-                sections["history"].append(
-                    f'<figure><img src="{name}" alt="{html.escape(machine)} {metric} history">'
-                    f"<figcaption>{got[0]} of {got[1]} {metric} series on "
-                    f"{html.escape(machine)}</figcaption></figure>")
-            except NoData as exc:
-                missing.append(f"{machine}: {exc}")
-            missing.extend(f"{machine}: {n}" for n in notes)
-        name = f"gbps-{_slug(machine)}.png"
-        notes = []
+        name = f"changed-{_slug(machine)}.png"
+        notes: list[str] = []
         try:
-            n_impls = _drawn(gbps_plot, frame, loaded.machines, machine, out / name,
-                             notes=notes)
-            sections["gbps"].append(
-                f'<figure><img src="{name}" alt="GB/s vs bytes moved on {html.escape(machine)}">'
-                f"<figcaption>{n_impls} implementation(s) on {html.escape(machine)}; bytes = "
-                "3·M·N·elt + 8·M + 3·N·elt (x, dy, dx; fp32 mean and rstd; γ, dγ, dβ); points "
-                "above the copy bandwidth line are cache-resident</figcaption></figure>")
-        except NoData as exc:
-            missing.append(f"{machine}: {exc}")
-        missing.extend(f"{machine}: {n}" for n in notes)
-        name = f"accuracy-{_slug(machine)}.png"
-        notes = []
-        try:
-            _drawn(accuracy_heatmap, frame, machine, out / name, notes)
-            sections["accuracy"].append(
-                f'<img src="{name}" alt="dx error on {html.escape(machine)}">')
+            got = _drawn(changed_most_plot, frame, changes, machine, params, out / name, top,
+                         notes)
+            sections["changed"].append(_figure_html(
+                name, f"{machine}: series that changed most",
+                f"{got[0]} of {got[1]} series on {machine}: detected changes first (largest "
+                "ratio first), then the largest change between first and last level"))
         except NoData as exc:
             missing.append(f"{machine}: {exc}")
         missing.extend(f"{machine}: {n}" for n in notes)
 
-    titles = {"history": "History (detected changes marked)",
-              "gbps": "Bandwidth vs bytes moved (latest result of each series)",
-              "accuracy": "Accuracy: relative error of dx (latest result of each series)"}
-    for key, title in titles.items():
+        mine = changes[(changes["machine"].astype(str) == machine)
+                       & changes["metric"].astype(str).str.contains("rel_err")] if len(
+            changes) and lnbench_history else pd.DataFrame()
+        acc_changed = sorted(set(mine["metric"].astype(str))) if len(mine) else []
+        for metric in [*lnbench_history, *acc_changed]:
+            name = f"history-{_slug(machine)}-{_slug(metric)}.png"
+            notes = []
+            try:
+                got = _drawn(history_plot, frame, changes, machine, metric, params, out / name,
+                             top, notes)
+                sections["history"].append(_figure_html(
+                    name, f"{machine} {metric} history",
+                    f"{got[0]} of {got[1]} {metric} series on {machine}"))
+            except NoData as exc:
+                missing.append(f"{machine}: {exc}")
+            missing.extend(f"{machine}: {n}" for n in notes)
+        if has_gbps:
+            name = f"gbps-{_slug(machine)}.png"
+            notes = []
+            try:
+                n_impls = _drawn(gbps_plot, frame, loaded.machines, machine, out / name,
+                                 notes=notes)
+                sections["gbps"].append(_figure_html(
+                    name, f"GB/s vs bytes moved on {machine}",
+                    f"{n_impls} implementation(s) on {machine}; bytes = 3·M·N·elt + 8·M + "
+                    "3·N·elt (x, dy, dx; fp32 mean and rstd; γ, dγ, dβ); points above the "
+                    "copy bandwidth line are cache-resident"))
+            except NoData as exc:
+                missing.append(f"{machine}: {exc}")
+            missing.extend(f"{machine}: {n}" for n in notes)
+        if has_accuracy:
+            name = f"accuracy-{_slug(machine)}.png"
+            notes = []
+            try:
+                _drawn(accuracy_heatmap, frame, machine, out / name, notes)
+                sections["accuracy"].append(_figure_html(
+                    name, f"dx error on {machine}",
+                    f"worst relative error of dx over the cases with M·N ≥ "
+                    f"{MIN_CASE_ELEMENTS} (tiny cases set the same error for every "
+                    "implementation and would hide their differences)"))
+            except NoData as exc:
+                missing.append(f"{machine}: {exc}")
+            missing.extend(f"{machine}: {n}" for n in notes)
+
+    titles = {"changed": ("Series that changed most (detected changes marked)", True),
+              "history": ("History per metric (detected changes marked)",
+                          bool(lnbench_history)),
+              "gbps": ("Bandwidth vs bytes moved (latest result of each series)", has_gbps),
+              "accuracy": ("Accuracy: relative error of dx (latest result of each series, "
+                           f"worst case with M·N ≥ {MIN_CASE_ELEMENTS})", has_accuracy)}
+    for key, (title, shown) in titles.items():
+        if not shown:  # the suite has no such metric: nothing to say about it
+            continue
         body.append(f"<h2>{title}</h2>")
         body.append("\n".join(sections[key]) or '<p>No data for this section (see <a '
                     'href="#missing">What is missing</a>).</p>')

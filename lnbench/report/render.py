@@ -89,7 +89,20 @@ def html_page(title: str, body: str) -> str:
 CHANGE_HEADER = ["machine", "benchmark", "params", "commit", "before", "after", "change", "open"]
 
 
-def change_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+def shows_env(doc: dict[str, Any]) -> bool:
+    """True when the change tables need an ``env`` column: the listed changes come from
+    more than one asv environment, so a (machine, benchmark, params) may appear once per
+    environment and the rows would otherwise look like duplicates."""
+    envs = {e.get("env") for key in ("regressions", "improvements") for e in doc.get(key, [])}
+    return len(envs) > 1
+
+
+def change_header(show_env: bool = False) -> list[str]:
+    """Column names of the change tables (``env`` after ``params`` when shown)."""
+    return [*CHANGE_HEADER[:3], "env", *CHANGE_HEADER[3:]] if show_env else list(CHANGE_HEADER)
+
+
+def change_rows(entries: list[dict[str, Any]], show_env: bool = False) -> list[list[str]]:
     """Table rows (strings) for regression/improvement entries of the report document."""
     rows = []
     for e in entries:
@@ -101,6 +114,8 @@ def change_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
             fmt_value(e["before"], e.get("unit")), fmt_value(e["after"], e.get("unit")), change,
             "yes" if e.get("open") else "resolved",
         ])
+        if show_env:
+            rows[-1].insert(3, str(e.get("env") or "–"))
     return rows
 
 
@@ -127,11 +142,13 @@ def render_regressions(doc: dict[str, Any], fmt: str) -> str:
     if summ.get("left_out_not_measured_at_latest"):
         intro += (f" Not listed: {summ['left_out_not_measured_at_latest']} change(s) in series "
                   "the latest run did not measure (--latest-only).")
+    env = shows_env(doc)
     if fmt == "md":
         parts = ["# Benchmark regressions", "", intro, ""]
         for title, key in (("Regressions", "regressions"), ("Improvements", "improvements")):
             parts += [f"## {title}", ""]
-            parts += [_md_table(CHANGE_HEADER, change_rows(doc[key])) if doc[key] else "None.", ""]
+            parts += [_md_table(change_header(env), change_rows(doc[key], env))
+                      if doc[key] else "None.", ""]
         if doc["errors"]:
             parts += ["## Files that could not be read", ""]
             parts += [f"- `{e['path']}`: {e['reason']}" for e in doc["errors"]] + [""]
@@ -144,9 +161,10 @@ def render_regressions(doc: dict[str, Any], fmt: str) -> str:
 def regressions_html_body(doc: dict[str, Any], intro: str = "") -> str:
     """HTML fragment: intro, regressions, improvements and errors tables."""
     parts = [f"<p>{html.escape(intro)}</p>"] if intro else []
+    env = shows_env(doc)
     for title, key in (("Regressions", "regressions"), ("Improvements", "improvements")):
         parts.append(f"<h2>{title}</h2>")
-        parts.append(_html_table(CHANGE_HEADER, change_rows(doc[key]), key)
+        parts.append(_html_table(change_header(env), change_rows(doc[key], env), key)
                      if doc[key] else "<p>None.</p>")
     if doc["errors"]:
         parts.append("<h2>Files that could not be read</h2><ul>")
