@@ -39,6 +39,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -79,6 +80,8 @@ class Change:
     z: float
     n_before: int
     open: bool
+    newest: bool = False  # judged at the newest point from its samples
+    p_value: float | None = None  # Mann–Whitney U p of that test
 
 
 def _badness(y: np.ndarray, higher: np.ndarray, cfg: DetectConfig) -> np.ndarray:
@@ -88,18 +91,20 @@ def _badness(y: np.ndarray, higher: np.ndarray, cfg: DetectConfig) -> np.ndarray
     return np.where(higher[:, None], -b, b)
 
 
+def _rolling_median(b: np.ndarray, k: int, min_periods: int) -> np.ndarray:
+    """Median of ``b[s, t-k+1 : t+1]`` for every ``t`` (pandas' rolling median, a skip list:
+    O(n log k)); NaN where fewer than ``min_periods`` values."""
+    df = pd.DataFrame(b.T)
+    return df.rolling(k, min_periods=min_periods).median().to_numpy().T
+
+
 def _window_median(b: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Median of b[s, t-window:t] for every t, and the count of points it used."""
     s, n = b.shape
-    padded = np.concatenate([np.full((s, window), np.nan), b], axis=1)
-    win = np.sort(sliding_window_view(padded, window, axis=1)[:, :n], axis=2)
+    med = np.full((s, n), np.nan)
+    if n > 1:
+        med[:, 1:] = _rolling_median(b, window, 1)[:, :-1]
     count = np.minimum(np.arange(n), window)
-    # the NaN padding sorts to the end: the c valid values are the first c of each window
-    lo = np.maximum((count - 1) // 2, 0)
-    hi = count // 2
-    idx = np.arange(n)
-    med = 0.5 * (win[:, idx, np.minimum(lo, window - 1)] + win[:, idx, np.minimum(hi, window - 1)])
-    med[:, count == 0] = np.nan
     return med, count
 
 
@@ -150,7 +155,10 @@ def _evidence(
             # for k <= 2 the nearer point to the baseline, tested like a single point
             pts = win[:, :, :k]
             if k >= 3:
-                ex = np.median(pts, axis=2) - base
+                fwd = np.full((n_series, n), np.nan)  # median of b[t : t+k]
+                if n >= k:
+                    fwd[:, : n - k + 1] = _rolling_median(b, k, k)[:, k - 1:]
+                ex = fwd - base
                 var = math.pi / (2 * k)
             else:
                 ex = np.where(pts.min(axis=2) - base >= 0, pts.min(axis=2), pts.max(axis=2))
@@ -182,13 +190,15 @@ def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig) -> int:
     """Best split near ``t``: the least L1 error of a two-level fit (asv's Potts cost, local).
 
     The first flagged commit lags the step when noisy points sit at it; the split within
-    ``span`` commits that minimises Σ|b − median| on both sides is kept.
+    ``span`` commits that minimises Σ|b − median| on both sides is kept. The split never
+    leaves fewer than ``persistence`` points after it (never a change on the last point).
     """
     reach = max(cfg.span, 2)
     lo = max(seg, t - cfg.window)
     hi = min(len(bs), t + reach + cfg.span)
+    last = min(t + reach, hi - 1, len(bs) - max(cfg.persistence, 1))
     best, best_cost = t, math.inf
-    for c in range(max(lo + cfg.min_history, t - reach), min(t + reach, hi - 1) + 1):
+    for c in range(max(lo + cfg.min_history, t - reach), last + 1):
         left, right = bs[lo:c], bs[c:hi]
         cost = np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum()
         if cost < best_cost - 1e-12 or (c == t and cost <= best_cost + 1e-12):
@@ -196,14 +206,85 @@ def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig) -> int:
     return best
 
 
+def _location_var(n: int) -> float:
+    """Variance of a location estimate of ``n`` points, in units of σ²: the mean for n ≤ 2,
+    the median's asymptotic π/(2n) above."""
+    return 1.0 / n if n <= 2 else math.pi / (2 * n)
+
+
+@dataclass(frozen=True)
+class _Step:
+    t: int
+    direction: int
+    z: float
+    lo: int  # first point of the "before" window
+    hi: int  # end of the "after" window
+    base: float  # badness level before
+
+
+def _test_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, sig: float,
+                cfg: DetectConfig) -> tuple[bool, _Step]:
+    """Re-derive a change at ``t`` from the segments around it: direction, size and z of the
+    median after (``t .. hi_seg``, up to ``window`` points) against the median before
+    (``lo_seg .. t``, up to ``window``); True when it still holds: ≥ ``min_history`` points
+    before, ≥ ``persistence`` after whose first ``persistence`` all lie past the threshold,
+    past ``min_ratio`` and ``z`` standard errors."""
+    lo = max(lo_seg, t - cfg.window)
+    hi = min(hi_seg, t + cfg.window)
+    left, right = bs[lo:t], bs[t:hi]
+    if len(left) == 0 or len(right) == 0:
+        return False, _Step(t, 0, 0.0, lo, hi, math.nan)
+    base = float(np.median(left))
+    delta = float(np.median(right)) - base
+    direction = 1 if delta > 0 else -1
+    se = sig * math.sqrt(_location_var(len(left)) + _location_var(len(right)))
+    z = delta / se if se > 0 else math.copysign(math.inf, delta)
+    thr = math.log(cfg.min_ratio)
+    first = right[: cfg.persistence] - base
+    holds = (len(left) >= cfg.min_history and len(right) >= cfg.persistence
+             and abs(delta) >= thr and abs(z) >= cfg.z
+             and bool(np.all(first * direction >= thr)))
+    return holds, _Step(t, direction, z, lo, hi, base)
+
+
+def _final_steps(bs: np.ndarray, ts: list[int], sig: float, cfg: DetectConfig) -> list[_Step]:
+    """The change points that hold once each is re-tested between its final neighbours.
+
+    Every change's direction and size come from the segments around its final position
+    (after ``_refine`` moved it), never from the first flag. A change that does not hold is
+    dropped (its neighbours' segments merge) and the rest re-tested, weakest first, until all
+    hold -- the merge step of asv's ``step_detect`` (``solve_potts`` + merging) done on
+    lnbench's thresholds.
+    """
+    ts = sorted(set(ts))
+    while ts:
+        bounds = [0, *ts, len(bs)]
+        tested = [_test_split(bs, bounds[i], t, bounds[i + 2], sig, cfg)
+                  for i, t in enumerate(ts)]
+        bad = [(abs(st.z) if st.direction else -1.0, i) for i, (ok, st) in enumerate(tested)
+               if not ok]
+        if not bad:
+            return [st for _, st in tested]
+        del ts[min(bad)[1]]
+    return []
+
+
+#: a level is "robust" over at least this many points (the "open" test never uses fewer)
+MIN_LEVEL_POINTS = 3
+
+
 def detect_matrix(
-    y: np.ndarray, lengths: np.ndarray, higher: np.ndarray, cfg: DetectConfig = SPEED
+    y: np.ndarray, lengths: np.ndarray, higher: np.ndarray, cfg: DetectConfig = SPEED,
+    samples: dict[int, list[Any]] | None = None, newest: NewestConfig | None = None,
 ) -> list[Change]:
     """Changes in each row of ``y`` (values left-aligned, ``lengths[s]`` valid per row).
 
     ``higher[s]`` is True where larger values are better. ``before``/``after`` of each change
-    are medians of the raw values: the baseline window, and the new segment (up to ``window``
-    points). See the module docstring for the method and its sources.
+    are medians of the raw values on each side of its final position (up to ``window``
+    points each, within the neighbouring segments). ``samples[s]`` (optional): the raw
+    samples of each point of row ``s`` (None where not stored); where the newest point has
+    them, it is judged at once (``newest``, see :func:`_newest_change`). See the module
+    docstring for the method and its sources.
     """
     y = np.asarray(y, dtype=float)
     n_series, n = y.shape
@@ -216,76 +297,208 @@ def detect_matrix(
     sig = noise_sigma(b)
     base, count = _window_median(b, cfg.window)
     direction, z = _evidence(b, base, np.broadcast_to(count, b.shape), sig, cfg)
+    samples = samples or {}
+    newest = newest or NEWEST
 
     changes: list[Change] = []
-    for s in np.nonzero(direction.any(axis=1))[0]:
+    flagged = set(np.nonzero(direction.any(axis=1))[0].tolist())
+    for s in sorted(flagged | set(samples)):
         bs = b[s, : lengths[s]]
-        todo = np.nonzero(direction[s])[0].tolist()  # sorted: already a heap
-        queued = set(todo)
-        local: dict[int, tuple[int, float, float, int]] = {}
-        seg = -1
-        cps: list[tuple[int, int, float, int, float]] = []
-        while todo:
-            t = heapq.heappop(todo)
-            if t < seg + cfg.min_history:
-                continue
-            if t in local:  # lookback window crosses the last change point
-                d, zt, bt, nt = local[t]
-            else:
-                d, zt, bt, nt = int(direction[s, t]), float(z[s, t]), float(base[s, t]), count[t]
-            if not d:
-                continue
-            refined = _refine(bs, t, max(seg, 0), cfg)
-            if refined != t:
-                t = refined
-                nt = min(t - max(seg, 0), cfg.window)
-                bt = float(np.median(bs[t - nt:t]))
-            cps.append((t, d, zt, int(nt), bt))
-            seg = t
-            # re-test the commits whose window crosses the new segment start
-            sb, sc = _segment_baseline(bs, seg, cfg)
-            sd, sz = _evidence(bs[None, :], sb[None, :], sc[None, :], sig[s:s + 1], cfg)
-            local = {u: (int(sd[0, u]), float(sz[0, u]), float(sb[u]), int(sc[u]))
-                     for u in range(seg + cfg.min_history, min(seg + cfg.window, len(bs)))}
-            for u, (du, *_rest) in local.items():
-                if du and u not in queued:
-                    queued.add(u)
-                    heapq.heappush(todo, u)
-        changes.extend(_describe(int(s), y[s, : lengths[s]], bs, cps, cfg))
+        cps: list[int] = []
+        if s in flagged:
+            cps = _change_points(bs, direction[s], z[s], base[s], count, sig[s], cfg)
+        steps = _final_steps(bs, cps, float(sig[s]), cfg)
+        extra = None
+        if s in samples and len(bs) > cfg.min_history:
+            extra = _newest_change(bs, steps, samples[s], higher[s], float(sig[s]), cfg, newest)
+        changes.extend(_describe(int(s), y[s, : lengths[s]], bs, steps, cfg, extra))
     return changes
 
 
+def _change_points(bs: np.ndarray, dir_s: np.ndarray, z_s: np.ndarray, base_s: np.ndarray,
+                   count: np.ndarray, sig_s: float, cfg: DetectConfig) -> list[int]:
+    """Candidate change points of one series: flagged commits in order, each moved to its
+    best split, later baselines restarted at it (steps 4-5 of the method)."""
+    todo = np.nonzero(dir_s)[0].tolist()  # sorted: already a heap
+    queued = set(todo)
+    local: dict[int, int] = {}
+    seg = -1
+    cps: list[int] = []
+    sig_row = np.array([sig_s])
+    while todo:
+        t = heapq.heappop(todo)
+        if t < seg + cfg.min_history:
+            continue
+        d = local[t] if t in local else int(dir_s[t])
+        if not d:
+            continue
+        t = _refine(bs, t, max(seg, 0), cfg)
+        if cps and t <= cps[-1]:
+            continue
+        cps.append(t)
+        seg = t
+        # re-test the commits whose window crosses the new segment start
+        sb, sc = _segment_baseline(bs, seg, cfg)
+        sd, _ = _evidence(bs[None, :], sb[None, :], sc[None, :], sig_row, cfg)
+        local = {u: int(sd[0, u]) for u in range(seg + cfg.min_history,
+                                                  min(seg + cfg.window, len(bs)))}
+        for u, du in local.items():
+            if du and u not in queued:
+                queued.add(u)
+                heapq.heappush(todo, u)
+    return cps
+
+
+@dataclass(frozen=True)
+class NewestConfig:
+    """The newest point judged from its stored samples (see :func:`_newest_change`)."""
+
+    alpha: float = 0.01
+    z: float = 3.0
+    min_ratio: float = 1.05
+    baseline_points: int = 5
+
+
+NEWEST = NewestConfig()
+
+
+def _newest_change(
+    bs: np.ndarray, steps: list[_Step], smp: list[Any], higher: bool, sig: float,
+    cfg: DetectConfig, ncfg: NewestConfig,
+) -> tuple[_Step, float] | None:
+    """A change at the newest point, judged at once from the samples stored with it.
+
+    Two tests must agree (asv compare's sample test, made safe on shared runners):
+
+    1. Within-run evidence: the newest run's samples against the pooled samples of the last
+       ``baseline_points`` runs of the current segment that stored samples, Mann–Whitney U
+       (``scipy.stats.mannwhitneyu``, two-sided, p < ``alpha``) -- what ``asv compare``
+       uses when samples are stored.
+    2. Run-to-run evidence: the newest value against the median of the current segment (up
+       to ``window`` points) is past ``min_ratio`` and ``z`` standard errors of the series'
+       run-to-run noise (``se = σ·sqrt(1 + π/(2n))``), in the same direction as 1.
+
+    Within-run confidence alone would flag every run whose machine was slow for its whole
+    duration; the run-to-run test alone cannot tell a slow run from an outlier-ridden one.
+    Persistence (two points) remains the rule for series without samples.
+    """
+    from scipy.stats import mannwhitneyu
+
+    n = len(bs)
+    last = smp[n - 1] if len(smp) >= n else None
+    if not _usable(last) or (steps and steps[-1].t >= n - 1):
+        return None
+    seg = steps[-1].t if steps else 0
+    lo = max(seg, n - 1 - cfg.window)
+    if n - 1 - lo < cfg.min_history:
+        return None
+    base = float(np.median(bs[lo:n - 1]))
+    delta = float(bs[n - 1]) - base
+    se = sig * math.sqrt(1.0 + math.pi / (2 * (n - 1 - lo)))
+    z = delta / se if se > 0 else math.copysign(math.inf, delta)
+    if abs(delta) < math.log(ncfg.min_ratio) or abs(z) < ncfg.z:
+        return None
+    pool = [np.asarray(smp[i], dtype=float) for i in range(n - 2, lo - 1, -1)
+            if i < len(smp) and _usable(smp[i])][: ncfg.baseline_points]
+    if not pool:
+        return None
+    sign = -1.0 if higher else 1.0
+    new = sign * np.log(np.asarray(last, dtype=float))
+    old = sign * np.log(np.concatenate(pool))
+    if min(len(new), len(old)) < 2:
+        return None
+    p = float(mannwhitneyu(new, old, alternative="two-sided").pvalue)
+    if p >= ncfg.alpha or (np.median(new) - np.median(old)) * delta <= 0:
+        return None
+    return _Step(n - 1, 1 if delta > 0 else -1, z, lo, n, base), p
+
+
+def _usable(s: Any) -> bool:
+    """Stored samples that can be tested: a list of at least two positive numbers."""
+    if not isinstance(s, list | tuple | np.ndarray) or len(s) < 2:
+        return False
+    try:
+        a = np.asarray(s, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.all(np.isfinite(a) & (a > 0)))
+
+
 def _describe(
-    s: int, ys: np.ndarray, bs: np.ndarray, cps: list[tuple[int, int, float, int, float]],
-    cfg: DetectConfig,
+    s: int, ys: np.ndarray, bs: np.ndarray, steps: list[_Step], cfg: DetectConfig,
+    extra: tuple[_Step, float] | None = None,
 ) -> list[Change]:
-    out = []
-    starts = [c[0] for c in cps] + [len(ys)]
-    last_seg = bs[max(starts[-2], len(bs) - cfg.window):] if cps else bs
-    latest = float(np.median(last_seg))
+    """Changes with before/after from the final segments, and whether each is still open.
+
+    Open: the series' latest robust level -- the median of the last ``window`` points of the
+    newest segment with at least ``MIN_LEVEL_POINTS`` points -- is still ``min_ratio`` past
+    the change's "before" level, and so is the newest level when the final segment is
+    shorter (a newer change in it can only close older ones, never open them). A change that
+    starts a final segment too short for a robust level is open by its own test.
+    """
     thr = math.log(cfg.min_ratio)
-    for i, (t, direction, zt, nt, base_b) in enumerate(cps):
-        lo = starts[i - 1] if i else 0
-        before = float(np.median(ys[max(lo, t - nt):t]))
-        after = float(np.median(ys[t:min(starts[i + 1], t + cfg.window)]))
-        still = (latest - base_b) * direction >= thr
-        kind = "regression" if direction > 0 else "improvement"
-        out.append(Change(int(s), int(t), kind, before, after, float(zt), int(nt), bool(still)))
+    starts = [0, *(st.t for st in steps), len(bs)]
+    levels: list[float] = []
+    for i in range(len(starts) - 2, -1, -1):  # newest segment first
+        lo, hi = starts[i], starts[i + 1]
+        if hi - lo >= MIN_LEVEL_POINTS or i == 0:
+            levels.append(float(np.median(bs[max(lo, hi - cfg.window):hi])))
+            break
+        levels.append(float(np.median(bs[lo:hi])))
+    robust = levels[-1]
+    final_short = len(bs) - starts[-2] < MIN_LEVEL_POINTS
+    out = []
+    for st in steps:
+        before = float(np.median(ys[st.lo:st.t]))
+        after = float(np.median(ys[st.t:st.hi]))
+        if final_short and st.t == starts[-2]:
+            still = True
+        else:
+            still = all((lv - st.base) * st.direction >= thr for lv in (robust, levels[0]))
+        kind = "regression" if st.direction > 0 else "improvement"
+        out.append(Change(s, st.t, kind, before, after, float(st.z), st.t - st.lo, bool(still)))
+    if extra is not None:
+        st, p = extra
+        before = float(np.median(ys[st.lo:st.t]))
+        kind = "regression" if st.direction > 0 else "improvement"
+        out.append(Change(s, st.t, kind, before, float(ys[st.t]), float(st.z), st.t - st.lo,
+                          True, newest=True, p_value=p))
     return out
 
 
 def series_columns(frame: pd.DataFrame, param_names: list[str] | None = None) -> list[str]:
     """Columns that identify one series: machine, env, benchmark and the parameter columns."""
     if param_names is None:
-        known = {"machine", "commit", "commit_order", "date", "env", "benchmark", "metric",
-                 "unit", "higher_is_better", "value", "status", "samples", "started_at",
-                 "version_ok", "file", "ci_99_a", "ci_99_b", "q_25", "q_75", "number", "repeat"}
-        param_names = [c for c in frame.columns if c not in known]
+        param_names = [c for c in frame.columns if c not in FRAME_COLUMNS]
     return ["machine", "env", "benchmark", *param_names]
 
 
+#: loader columns that are not parameters
+FRAME_COLUMNS = {"machine", "commit", "commit_order", "date", "env", "benchmark", "metric",
+                 "unit", "higher_is_better", "value", "status", "samples", "started_at",
+                 "version_ok", "file", "ci_99_a", "ci_99_b", "q_25", "q_75", "number", "repeat",
+                 "bench_version", "retired", "env_family", "noise_reason"}
+
+
+def detection_keys(frame: pd.DataFrame, param_names: list[str] | None = None) -> list[str]:
+    """Columns whose values make one detection series.
+
+    Like :func:`series_columns`, but the environment is its family (``loader.env_family``:
+    the name without its path or hash-like parts, plus the stored requirements), so a new
+    environment of a known machine continues that machine's history, and the stored
+    benchmark version is part of the key: a new version starts a new series, so no step is
+    ever reported across versions.
+    """
+    keys = series_columns(frame, param_names)
+    keys = ["env_family" if k == "env" and "env_family" in frame.columns else k for k in keys]
+    if "bench_version" in frame.columns:
+        keys.insert(keys.index("benchmark") + 1, "bench_version")
+    return keys
+
+
 CHANGE_COLUMNS = ["kind", "commit", "commit_order", "date", "prev_commit", "metric", "unit",
-                  "before", "after", "ratio", "z", "n_before", "open"]
+                  "before", "after", "ratio", "z", "n_before", "open", "newest", "p_value",
+                  "retired", "old_version"]
 
 
 def find_changes(
@@ -293,30 +506,40 @@ def find_changes(
     param_names: list[str] | None = None,
     speed: DetectConfig = SPEED,
     accuracy: DetectConfig = ACCURACY,
+    newest: NewestConfig = NEWEST,
 ) -> pd.DataFrame:
     """Regressions and improvements in a loader frame, one row per detected change.
 
-    Uses rows with ``status == "ok"``, a finite value and a current benchmark version.
-    Accuracy metrics (``rel_err``) use ``accuracy``; all others ``speed``. Columns: the series
-    columns, then ``CHANGE_COLUMNS``; ``ratio = after / before`` in the metric's own units
-    (for higher-is-better metrics a regression has ratio < 1).
+    Uses rows with ``status == "ok"`` (never ``noisy`` ones) and a finite value, per
+    detection series (:func:`detection_keys`). Accuracy metrics (``rel_err``) use
+    ``accuracy``; all others ``speed``. Columns: the series columns, then ``CHANGE_COLUMNS``;
+    ``ratio = after / before`` in the metric's own units (for higher-is-better metrics a
+    regression has ratio < 1). ``newest``: judged at the series' newest point from its
+    samples; ``retired``: the benchmark is not in benchmarks.json any more; ``old_version``:
+    the series is of a benchmark version benchmarks.json no longer holds. Changes of retired
+    or old-version series are never open.
     """
-    keys = series_columns(frame, param_names)
-    out_cols = keys + CHANGE_COLUMNS
+    show = series_columns(frame, param_names)
+    keys = detection_keys(frame, param_names)
+    out_cols = show + CHANGE_COLUMNS
     if frame.empty:
         return pd.DataFrame(columns=out_cols)
     ok = frame["status"].eq("ok").to_numpy() & np.isfinite(frame["value"].to_numpy(float))
-    if "version_ok" in frame:
-        ok &= frame["version_ok"].to_numpy(bool)
-    df = frame.loc[ok, [*keys, "commit", "commit_order", "date", "metric", "unit",
-                        "higher_is_better", "value"]]
+    extra = [c for c in ("retired", "version_ok", "samples") if c in frame.columns]
+    cols = list(dict.fromkeys([*show, *keys, "commit", "commit_order", "started_at", "date",
+                               "metric", "unit", "higher_is_better", "value", *extra]))
+    df = frame.loc[ok, [c for c in cols if c in frame.columns]]
     if df.empty:
         return pd.DataFrame(columns=out_cols)
     sid = np.zeros(len(df), dtype=np.int64)
     for k in keys:  # combine key codes, re-factorizing so the ids never overflow
-        code = pd.factorize(df[k].astype(object).fillna(""), sort=False)[0]
-        sid = pd.factorize(sid * (int(code.max()) + 1) + code, sort=False)[0]
-    order = np.lexsort((df["commit_order"].to_numpy(), sid))
+        col = df[k]
+        code = (col.cat.codes.to_numpy().astype(np.int64) if isinstance(col.dtype,
+                pd.CategoricalDtype) else pd.factorize(col.astype(object).fillna(""))[0])
+        sid = pd.factorize(sid * (int(code.max()) + 2) + code + 1, sort=False)[0]
+    started = (df["started_at"].to_numpy("datetime64[ns]").astype(np.int64)
+               if "started_at" in df else np.zeros(len(df), np.int64))
+    order = np.lexsort((started, df["commit_order"].to_numpy(), sid))
     df = df.iloc[order]
     sid = sid[order]
     first = np.r_[0, np.flatnonzero(np.diff(sid)) + 1]
@@ -329,23 +552,35 @@ def find_changes(
     row_of[sid, pos] = np.arange(len(df))
     higher = df["higher_is_better"].to_numpy(bool)[first]
     acc = np.array([metrics.is_accuracy(b) for b in df["benchmark"].to_numpy()[first]])
+    smp_col = df["samples"].to_numpy() if "samples" in df else None
+    last_row = first + lengths - 1
+    with_samples = (np.flatnonzero([_usable(smp_col[r]) for r in last_row])
+                    if smp_col is not None else np.zeros(0, dtype=np.int64))
+    retired = df["retired"].to_numpy(bool) if "retired" in df else np.zeros(len(df), bool)
+    old = ~df["version_ok"].to_numpy(bool) if "version_ok" in df else np.zeros(len(df), bool)
 
     records = []
     for mask, cfg in ((~acc, speed), (acc, accuracy)):
         idx = np.flatnonzero(mask)
         if not len(idx):
             continue
-        for ch in detect_matrix(y[idx], lengths[idx], higher[idx], cfg):
+        local = {int(i): k for k, i in enumerate(idx)}
+        smp = {local[int(s)]: list(smp_col[first[s]:first[s] + lengths[s]])
+               for s in with_samples if int(s) in local} if cfg is speed else {}
+        for ch in detect_matrix(y[idx], lengths[idx], higher[idx], cfg, smp, newest):
             s = idx[ch.series]
-            row = df.iloc[row_of[s, ch.pos]]
+            r = row_of[s, ch.pos]
+            row = df.iloc[r]
             prev = df.iloc[row_of[s, ch.pos - 1]]["commit"] if ch.pos > 0 else None
-            rec = {k: row[k] for k in keys}
+            gone, stale = bool(retired[r]), bool(old[r])
+            rec = {k: row[k] for k in show}
             rec.update(
                 kind=ch.kind, commit=row["commit"], commit_order=int(row["commit_order"]),
                 date=row["date"], prev_commit=prev, metric=row["metric"], unit=row["unit"],
                 before=ch.before, after=ch.after,
                 ratio=ch.after / ch.before if ch.before else math.inf,
-                z=ch.z, n_before=ch.n_before, open=ch.open,
+                z=ch.z, n_before=ch.n_before, open=ch.open and not gone and not stale,
+                newest=ch.newest, p_value=ch.p_value, retired=gone, old_version=stale,
             )
             records.append(rec)
     if not records:
