@@ -73,6 +73,9 @@ def cmd_regressions(args: argparse.Namespace) -> int:
     loaded, rc = _load(args.results)
     if loaded is None:
         return rc
+    rc = _order_commits(args, loaded)
+    if rc:
+        return rc
     doc = regression_report(loaded, include_resolved=args.include_resolved,
                             latest_only=args.latest_only)
     rc = _emit(render_regressions(doc, args.format), args.out)
@@ -86,6 +89,45 @@ def cmd_regressions(args: argparse.Namespace) -> int:
             print(f"lnbench: warning: unreadable {e['path']}: {e['reason']}", file=sys.stderr)
     if args.fail_on_regression and any(r["open"] for r in doc["regressions"]):
         return 1
+    return 0
+
+
+#: the current repository orders the commits when at least this share of them is on it
+REPO_MATCH_SHARE = 0.5
+
+
+def _order_commits(args: argparse.Namespace, loaded: Any) -> int:
+    """Commit order for ``report regressions``: ``--first-parent FILE``, else ``--repo PATH``,
+    else the current git repository when at least half of the result commits are on its
+    first-parent history, else commit dates. 2 (with one line) for an unreadable FILE or a
+    PATH that is not a git repository, or that holds none of the result commits."""
+    from lnbench.report.loader import (
+        apply_first_parent,
+        git_first_parent,
+        read_first_parent,
+        share_on_history,
+    )
+
+    if not loaded.has_results:
+        return 0
+    if args.first_parent or args.repo:
+        what = f"--first-parent {args.first_parent}" if args.first_parent else f"--repo {args.repo}"
+        try:
+            history = (read_first_parent(args.first_parent) if args.first_parent
+                       else git_first_parent(args.repo))
+        except ValueError as exc:
+            return _fail(f"{what}: {exc}")
+        if share_on_history(loaded, history) == 0:
+            return _fail(f"{what}: none of the {loaded.frame['commit'].nunique()} result "
+                         "commits is on its first-parent history (another project?)")
+        apply_first_parent(loaded, history)
+        return 0
+    try:
+        history = git_first_parent(".")
+    except ValueError:
+        return 0  # not in a git repository: commit dates
+    if share_on_history(loaded, history) >= REPO_MATCH_SHARE:
+        apply_first_parent(loaded, history)
     return 0
 
 
@@ -146,9 +188,9 @@ def add_parsers(subparsers: Any) -> None:
     reg = rsub.add_parser(
         "regressions", help="regressions and improvements across commits",
         description="Find regressions per (machine, benchmark, parameters) across commits: a "
-                    "change must persist for 2+ commits, exceed 5%% (accuracy: 2x and 1e-6) and "
-                    "stand 4 robust standard errors above the lookback median. See "
-                    "docs/reports.md.")
+                    "change must persist for 2+ commits (or, at the newest commit, be confirmed "
+                    "by its stored samples), exceed 5%% (accuracy: 2x and 1e-6) and stand 4 "
+                    "robust standard errors from the level before it. See docs/reports.md.")
     _results_arg(reg)
     reg.add_argument("--format", choices=FORMATS, default="md")
     reg.add_argument("--fail-on-regression", action="store_true",
@@ -158,6 +200,14 @@ def add_parsers(subparsers: Any) -> None:
     reg.add_argument("--latest-only", action="store_true",
                      help="only series measured at their machine's latest commit (what the "
                           "newest run measured: the nightly gate); older series are left out")
+    reg.add_argument("--repo", metavar="PATH",
+                     help="git repository of the benchmarked project: commits are ordered by "
+                          "its first-parent history and results of commits off it are left "
+                          "out (default: the current repository when the result commits are "
+                          "on it, else commit dates)")
+    reg.add_argument("--first-parent", metavar="FILE",
+                     help="the first-parent history as a file, one full hash a line, newest "
+                          "first (git rev-list --first-parent main > FILE); wins over --repo")
     reg.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
     reg.set_defaults(func=cmd_regressions)
 

@@ -498,7 +498,7 @@ def detection_keys(frame: pd.DataFrame, param_names: list[str] | None = None) ->
 
 CHANGE_COLUMNS = ["kind", "commit", "commit_order", "date", "prev_commit", "metric", "unit",
                   "before", "after", "ratio", "z", "n_before", "open", "newest", "p_value",
-                  "retired", "old_version"]
+                  "retired", "old_version", "env_family"]
 
 
 def find_changes(
@@ -581,6 +581,7 @@ def find_changes(
                 ratio=ch.after / ch.before if ch.before else math.inf,
                 z=ch.z, n_before=ch.n_before, open=ch.open and not gone and not stale,
                 newest=ch.newest, p_value=ch.p_value, retired=gone, old_version=stale,
+                env_family=row["env_family"] if "env_family" in row else row["env"],
             )
             records.append(rec)
     if not records:
