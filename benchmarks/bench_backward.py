@@ -7,7 +7,8 @@ from lnbench.measure import asvbench as B
 
 
 class Backward:
-    """asv's own timer and peak RSS around one backward call (CUDA calls synchronised)."""
+    """asv's own timer and peak RSS around one backward call (CUDA calls synchronised); the
+    interference while asv timed it goes to results/lnbench-interference/ (asvbench.Point)."""
 
     params = B.backward_params()
     param_names = ["impl", "shape", "dtype"]
@@ -15,6 +16,9 @@ class Backward:
 
     def setup(self, impl, shape, dtype):
         self.p = B.Point(impl, shape, dtype)
+
+    def teardown(self, impl, shape, dtype):
+        B.teardown(self)  # time_backward: the interference over asv's samples, to the sidecar
 
     def time_backward(self, impl, shape, dtype):
         self.p.call()

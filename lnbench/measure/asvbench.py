@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -102,7 +104,15 @@ def accuracy_params() -> list[list[str]]:
 
 
 class Point:
-    """One (impl, shape, dtype[, dist]) point with its prepared thunk, for asv's own timers."""
+    """One (impl, shape, dtype[, dist]) point with its prepared thunk, for asv's own timers.
+
+    For asv's ``time_backward`` the interference (lnbench.measure.interference) is measured over
+    the benchmark's whole run in its process: from the first ``setup`` to the ``teardown`` after
+    asv has finished timing (asv re-runs setup and teardown around every sample; each gap from a
+    setup's end to the next teardown is one timed call plus asv's own bookkeeping, and their
+    spread stands in for that of asv's samples, which a benchmark cannot see). The point is then
+    added to the run's sidecar (:func:`write_interference`); asv's number is never re-measured.
+    """
 
     def __init__(self, impl: str, shape: str, dtype: str, dist: str = "normal") -> None:
         from lnbench.registry import get
@@ -118,31 +128,113 @@ class Point:
             # asv runs each point in a fresh process, so each would compile again (~3 s with a
             # warm Inductor cache); the quick grid times it once in Metrics.track_seconds.
             raise NotImplementedError("asv-timed on the full grid only (compiles per process)")
+        self._timed: _AsvTimed | None = None
+        bench, _ = _asv_frame()
+        if bench and bench.endswith(".time_backward"):
+            key = (impl, shape, dtype)
+            if key not in _TIMED:
+                from lnbench.measure.interference import Window
+
+                _TIMED[key] = _AsvTimed(bench, key, Window().start())
+            self._timed = _TIMED[key]
         self.thunk = self.impl.make(make_data(case))
         self.call()  # warm-up outside asv's timing (first-touch, lazy init)
+        self._ready = time.perf_counter()
 
     def call(self) -> Any:
         from lnbench.measure.timing import call_synchronized
 
         return call_synchronized(self.thunk, self.impl.device)
 
+    def teardown(self) -> None:
+        """asv's teardown: note the gap; after asv's last sample, write the interference."""
+        t = self._timed
+        if t is None:
+            return
+        t.gaps.append(time.perf_counter() - self._ready)
+        if _asv_frame()[1]:  # asv is still timing: another setup and sample follow
+            return
+        _TIMED.pop(t.key, None)
+        from lnbench.measure.interference import sidecar_point, spread_of
+
+        reading = t.window.stop()
+        spread = spread_of(t.gaps)
+        reason = "; ".join(reading.reasons(spread))
+        impl, shape, dtype = t.key
+        write_interference([sidecar_point(
+            t.bench, {"impl": impl, "shape": shape, "dtype": dtype}, reason=reason,
+            load=reading.load, steal=reading.steal, copy_before=reading.copy_before,
+            copy_after=reading.copy_after, spread=spread)])
+
+
+@dataclass
+class _AsvTimed:
+    bench: str
+    key: tuple[str, str, str]
+    window: Any
+    gaps: list[float] = field(default_factory=list)
+
+
+_TIMED: dict[tuple[str, str, str], _AsvTimed] = {}
+
+
+def _asv_frame() -> tuple[str | None, bool]:
+    """(full name of the asv benchmark whose setup or teardown is running, whether asv is still
+    running it: its ``do_run`` is on the stack), from asv_runner's frames; (None, False) outside
+    asv."""
+    name, running = None, False
+    f = sys._getframe(1)
+    while f is not None:
+        code = f.f_code.co_name
+        if name is None and code in ("do_setup", "do_teardown", "redo_setup"):
+            name = getattr(f.f_locals.get("self"), "name", None)
+        running = running or code == "do_run"
+        f = f.f_back
+    return (name if isinstance(name, str) else None), running
+
+
+def teardown(bench: Any) -> None:
+    """Backward.teardown: the point of ``bench`` (none when its setup skipped or failed)."""
+    p = bench.__dict__.pop("p", None)
+    if p is not None:
+        p.teardown()
+
+
+METRICS = ("track_seconds", "track_gbps", "track_pct_copy", "track_workspace_bytes")
+
 
 def measure_all(bench_file: str | None = None) -> dict[str, dict[str, Any]]:
-    """Measure every Backward point once (lnbench.measure.run) and write the machine facts."""
-    from lnbench.measure.run import measure
+    """Measure every Backward point once (lnbench.measure.run: the implementations of a case
+    interleaved, re-measured under interference), write the machine facts and, in an asv run,
+    every measured point's interference to the run's sidecar under each Metrics benchmark."""
+    from lnbench.measure.interference import sidecar_point
+    from lnbench.measure.run import run
     from lnbench.registry import get
 
     _load_plugins()
     _write_facts(bench_file)
-    out: dict[str, dict[str, Any]] = {}
     names, shs, dts = backward_params()
-    for sh in shs:
-        M, N = parse_shape(sh)
-        for dt in dts:
-            data = make_data(Case(M, N, dt))
-            for name in names:
-                out[_key(name, sh, dt)] = measure(get(name), data).to_dict()
+    cases = [Case(*parse_shape(sh), dt) for sh in shs for dt in dts]
+    out: dict[str, dict[str, Any]] = {}
+    points: list[dict[str, Any]] = []
+    for rec in run([get(n) for n in names], cases):
+        r = rec.to_dict()
+        sh = shape_str(rec.M, rec.N)
+        out[_key(rec.impl, sh, rec.dtype)] = r
+        if rec.seconds is None:
+            continue
+        points += [sidecar_point(f"{_bench_module(bench_file)}.Metrics.{m}",
+                                 {"impl": rec.impl, "shape": sh, "dtype": rec.dtype},
+                                 reason=rec.noise, load=rec.load, steal=rec.steal,
+                                 copy_before=rec.copy_gbps_before,
+                                 copy_after=rec.copy_gbps_after, spread=rec.spread)
+                   for m in METRICS]
+    write_interference(points)
     return out
+
+
+def _bench_module(bench_file: str | None) -> str:
+    return Path(bench_file).stem if bench_file else "bench_backward"
 
 
 def check_all() -> dict[str, dict[str, Any]]:
@@ -238,8 +330,8 @@ def _asv_argv(args: list[str]) -> list[str] | None:
     return None
 
 
-def _asv_ancestor_config() -> Path | None:
-    """The config file of the nearest ancestor process that runs asv (see asv_results_dir)."""
+def _asv_ancestor() -> tuple[Path, Any] | None:
+    """(working folder, parsed arguments) of the nearest ancestor process that runs asv."""
     import psutil
 
     try:
@@ -250,15 +342,147 @@ def _asv_ancestor_config() -> Path | None:
             try:  # asv's own parser: it accepts --config, --config=X and prefixes like --conf
                 from asv.commands import make_argparser
 
-                config = make_argparser()[0].parse_known_args(argv)[0].config
+                ns = make_argparser()[0].parse_known_args(argv)[0]
             except (SystemExit, Exception):  # noqa: BLE001 - an argv asv itself would refuse
-                config = None
-            folder = Path(proc.cwd())  # asv has changed into the config's folder
-            names = [Path(config).name] if config else ["asv.conf.json", "asv.conf.jsonc"]
-            return next((folder / n for n in names if (folder / n).is_file()), None)
+                ns = None
+            return Path(proc.cwd()), ns  # asv has changed into the config's folder
     except (psutil.Error, OSError):
         return None
     return None
+
+
+def _asv_ancestor_config() -> Path | None:
+    """The config file of the nearest ancestor process that runs asv (see asv_results_dir)."""
+    found = _asv_ancestor()
+    if found is None:
+        return None
+    folder, ns = found
+    config = getattr(ns, "config", None)
+    names = [Path(config).name] if config else ["asv.conf.json", "asv.conf.jsonc"]
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def asv_machine() -> str:
+    """The machine name the running asv stores results under: its ``--machine``, else asv's own
+    default (the host name, or the one entry of ~/.asv-machine.json), as ``asv.machine`` picks
+    it; outside asv, :func:`lnbench.measure.machine.machine_name`."""
+    from lnbench.measure.machine import machine_name
+
+    found = _asv_ancestor()
+    if found is None:
+        return machine_name()
+    name = getattr(found[1], "machine", None)
+    try:
+        from asv.machine import Machine, MachineCollection
+
+        d = MachineCollection.load(name or Machine.get_unique_machine_name())
+        return str(d.get("machine") or name or machine_name())
+    except Exception:  # noqa: BLE001 - asv's UserError: nothing stored about that machine
+        return name or machine_name()
+
+
+@cache
+def asv_run() -> dict[str, Any] | None:
+    """Where this asv run stores results: ``results_dir``, ``machine``, ``commit`` (full hash)
+    and ``env`` (asv's environment name), or None outside an asv run that saves results.
+
+    asv 0.6 gives its ``ASV_*`` variables (ASV_COMMIT, ASV_ENV_NAME, ...) to build and install
+    commands only, not to benchmark processes (asv/environment.py, asv/runner.py); they are used
+    when present, else: the environment is the one of the running asv's environments
+    (``asv.environment.get_environments`` over its config and ``--python``/``-E``) whose folder
+    is this interpreter's prefix (built environments: ``<env_dir>/<md5 of the name>``) or whose
+    interpreter this is (``--python=same``); the commit is the one asv installed there
+    (``asv-install-status.json``) or, in an existing environment, the running asv's
+    ``--set-commit-hash`` (resolved with git in the config's folder; without it asv saves no
+    results)."""
+    results = asv_results_dir()
+    found = _asv_ancestor()
+    if results is None:
+        return None
+    env = os.environ.get("ASV_ENV_NAME") or _asv_env_name(found)
+    commit = os.environ.get("ASV_COMMIT") or _installed_commit() or _set_commit_hash(found)
+    if not env or not commit:
+        return None
+    return {"results_dir": results, "machine": asv_machine(), "commit": commit, "env": env}
+
+
+def _asv_env_name(found: tuple[Path, Any] | None) -> str | None:
+    conf = _asv_ancestor_config()
+    if found is None or conf is None:
+        return None
+    try:
+        from asv import environment
+        from asv.config import Config
+
+        here = os.path.realpath(sys.executable)
+        cwd = os.getcwd()
+        os.chdir(found[0])  # asv resolves env_dir against its config's folder
+        try:
+            envs = list(environment.get_environments(Config.load(str(conf)),
+                                                     getattr(found[1], "env_spec", None) or []))
+        finally:
+            os.chdir(cwd)
+        for e in envs:
+            if isinstance(e, environment.ExistingEnvironment):
+                if os.path.realpath(getattr(e, "_executable", "")) == here:
+                    return str(e.name)
+            elif e.hashname == Path(sys.prefix).name:
+                return str(e.name)
+    except Exception:  # noqa: BLE001 - asv's UserError, a config asv would refuse: no sidecar
+        return None
+    return None
+
+
+def _installed_commit() -> str | None:
+    import json
+
+    try:
+        d = json.loads((Path(sys.prefix) / "asv-install-status.json").read_text())
+        return str(d["commit_hash"]) if d.get("commit_hash") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _set_commit_hash(found: tuple[Path, Any] | None) -> str | None:
+    import re
+    import subprocess
+
+    name = getattr(found[1], "set_commit_hash", None) if found else None
+    if not name:
+        return None
+    if re.fullmatch(r"[0-9a-f]{40}", name):
+        return name
+    repo = found[0]
+    conf = _asv_ancestor_config()
+    try:
+        from asv.util import load_json
+
+        repo = found[0] / str(load_json(str(conf), js_comments=True).get("repo") or ".")
+    except Exception:  # noqa: BLE001 - asv's UserError for a config it would refuse
+        pass
+    try:
+        return subprocess.run(["git", "rev-parse", "--verify", f"{name}^{{commit}}"],
+                              cwd=repo, capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip() or None
+    except (subprocess.SubprocessError, OSError):
+        return None
+
+
+def write_interference(points: list[dict[str, Any]]) -> Path | None:
+    """Add ``points`` (lnbench.measure.interference.sidecar_point) to this asv run's sidecar;
+    None outside an asv run that saves results. A failure to write is said on stderr."""
+    from lnbench.measure.interference import sidecar_path, write_sidecar
+
+    ctx = asv_run()
+    if ctx is None or not points:
+        return None
+    path = sidecar_path(ctx["results_dir"], ctx["machine"], ctx["commit"], ctx["env"])
+    try:
+        return write_sidecar(path, machine=ctx["machine"], commit=ctx["commit"], env=ctx["env"],
+                             points=points)
+    except OSError as e:
+        print(f"lnbench: interference sidecar {path}: {e}", file=sys.stderr)
+        return None
 
 
 def _write_facts(bench_file: str | None = None) -> None:
@@ -266,9 +490,9 @@ def _write_facts(bench_file: str | None = None) -> None:
     results = asv_results_dir(bench_file)
     if results is None:
         return
-    from lnbench.measure.machine import write_facts
+    from lnbench.measure.machine import facts, write_facts
 
     try:
-        write_facts(results)
+        write_facts(results, {**facts(), "machine": asv_machine()})
     except (OSError, ValueError):
         pass

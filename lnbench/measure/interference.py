@@ -249,15 +249,14 @@ def sidecar_path(results_dir: str | os.PathLike, machine: str, commit: str, env:
     return Path(results_dir) / SIDECAR_DIR / get_filename(machine, commit, env)
 
 
-def sidecar_point(benchmark: str, params: Mapping[str, str], reading: Reading | None,
-                  reasons: list[str], spread: float | None) -> dict[str, Any]:
+def sidecar_point(benchmark: str, params: Mapping[str, str], *, reason: str,
+                  load: float | None, steal: float | None, copy_before: float | None,
+                  copy_after: float | None, spread: float | None) -> dict[str, Any]:
+    """One sidecar point: status ``noisy`` when ``reason`` is not empty."""
     return {"benchmark": benchmark, "params": {k: str(v) for k, v in params.items()},
-            "status": "noisy" if reasons else "ok", "reason": "; ".join(reasons),
-            "load": _r(reading.load if reading else None),
-            "steal": _r(reading.steal if reading else None),
-            "copy_gbps_before": _r(reading.copy_before if reading else None),
-            "copy_gbps_after": _r(reading.copy_after if reading else None),
-            "spread": _r(spread)}
+            "status": "noisy" if reason else "ok", "reason": reason, "load": _r(load),
+            "steal": _r(steal), "copy_gbps_before": _r(copy_before),
+            "copy_gbps_after": _r(copy_after), "spread": _r(spread)}
 
 
 def _r(v: float | None) -> float | None:
@@ -267,12 +266,14 @@ def _r(v: float | None) -> float | None:
 def write_sidecar(path: str | os.PathLike, *, machine: str, commit: str, env: str,
                   points: Iterable[Mapping[str, Any]]) -> Path:
     """Add ``points`` to the sidecar at ``path`` (a point with the same benchmark and params
-    replaces the stored one), under an exclusive ``fcntl`` lock: asv runs each benchmark in a
-    process of its own, several may write one file."""
+    replaces the stored one), under an exclusive ``fcntl`` lock on its folder (asv runs each
+    benchmark in a process of its own: several may write one file; no lock file is left in the
+    results), replaced atomically (a reader never sees half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.with_name(p.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(p.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         doc: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             doc = json.loads(p.read_text())
@@ -284,9 +285,11 @@ def write_sidecar(path: str | os.PathLike, *, machine: str, commit: str, env: st
         keys = {_pkey(q) for q in new}
         doc = {"version": SIDECAR_VERSION, "machine": machine, "commit": commit, "env": env,
                "points": [q for q in old if _pkey(q) not in keys] + new}
-        tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(p)
+    finally:
+        os.close(fd)  # releases the lock
     return p
 
 
