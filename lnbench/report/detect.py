@@ -206,6 +206,22 @@ def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig) -> int:
     return best
 
 
+def _best_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, cfg: DetectConfig) -> int:
+    """The split within ``span`` of ``t`` (strictly inside its neighbours' segments) with the
+    least L1 error of a two-level fit over a fixed window around it."""
+    lo = max(lo_seg, t - cfg.window - cfg.span)
+    hi = min(hi_seg, t + cfg.window + cfg.span)
+    best, best_cost = t, math.inf
+    for c in range(max(lo_seg + 1, t - cfg.span), min(hi_seg - 1, t + cfg.span) + 1):
+        left, right = bs[lo:c], bs[c:hi]
+        if not len(left) or not len(right):
+            continue
+        cost = np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum()
+        if cost < best_cost - 1e-12 or (c == t and cost <= best_cost + 1e-12):
+            best, best_cost = c, cost
+    return best
+
+
 def _location_var(n: int) -> float:
     """Variance of a location estimate of ``n`` points, in units of σ²: the mean for n ≤ 2,
     the median's asymptotic π/(2n) above."""
@@ -227,8 +243,9 @@ def _test_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, sig: float,
     """Re-derive a change at ``t`` from the segments around it: direction, size and z of the
     median after (``t .. hi_seg``, up to ``window`` points) against the median before
     (``lo_seg .. t``, up to ``window``); True when it still holds: ≥ ``min_history`` points
-    before, ≥ ``persistence`` after whose first ``persistence`` all lie past the threshold,
-    past ``min_ratio`` and ``z`` standard errors."""
+    before, ≥ ``MIN_LEVEL_POINTS`` after (≥ ``persistence`` for the final segment) whose
+    first ``persistence`` all lie past the threshold, past ``min_ratio`` and ``z`` standard
+    errors. A 2-point excursion inside the history is therefore no segment of its own."""
     lo = max(lo_seg, t - cfg.window)
     hi = min(hi_seg, t + cfg.window)
     left, right = bs[lo:t], bs[t:hi]
@@ -241,7 +258,10 @@ def _test_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, sig: float,
     z = delta / se if se > 0 else math.copysign(math.inf, delta)
     thr = math.log(cfg.min_ratio)
     first = right[: cfg.persistence] - base
-    holds = (len(left) >= cfg.min_history and len(right) >= cfg.persistence
+    # a segment inside the history needs a robust level (MIN_LEVEL_POINTS); only the final
+    # one may be as short as the persistence rule allows (the change is that new)
+    need = cfg.persistence if hi_seg == len(bs) else max(cfg.persistence, MIN_LEVEL_POINTS)
+    holds = (len(left) >= cfg.min_history and hi_seg - t >= need
              and abs(delta) >= thr and abs(z) >= cfg.z
              and bool(np.all(first * direction >= thr)))
     return holds, _Step(t, direction, z, lo, hi, base)
@@ -258,6 +278,9 @@ def _final_steps(bs: np.ndarray, ts: list[int], sig: float, cfg: DetectConfig) -
     """
     ts = sorted(set(ts))
     while ts:
+        for i in range(len(ts)):  # each split re-fitted between its current neighbours
+            ts[i] = _best_split(bs, ts[i - 1] if i else 0, ts[i],
+                                ts[i + 1] if i + 1 < len(ts) else len(bs), cfg)
         bounds = [0, *ts, len(bs)]
         tested = [_test_split(bs, bounds[i], t, bounds[i + 2], sig, cfg)
                   for i, t in enumerate(ts)]
@@ -430,11 +453,13 @@ def _describe(
 ) -> list[Change]:
     """Changes with before/after from the final segments, and whether each is still open.
 
-    Open: the series' latest robust level -- the median of the last ``window`` points of the
-    newest segment with at least ``MIN_LEVEL_POINTS`` points -- is still ``min_ratio`` past
-    the change's "before" level, and so is the newest level when the final segment is
-    shorter (a newer change in it can only close older ones, never open them). A change that
-    starts a final segment too short for a robust level is open by its own test.
+    Open: no later change went the other way, and the series' latest robust level -- the
+    median of the last ``window`` points of the newest segment with at least
+    ``MIN_LEVEL_POINTS`` points -- is still ``min_ratio`` past the change's "before" level,
+    and so is the newest level when the final segment is shorter (a newer change in it can
+    only close older ones, never open them). A change that starts a final segment too short
+    for a robust level is open by its own test. In a series that flips between two levels
+    only the newest step up can be open.
     """
     thr = math.log(cfg.min_ratio)
     starts = [0, *(st.t for st in steps), len(bs)]
@@ -448,11 +473,13 @@ def _describe(
     robust = levels[-1]
     final_short = len(bs) - starts[-2] < MIN_LEVEL_POINTS
     out = []
-    for st in steps:
+    for i, st in enumerate(steps):
         before = float(np.median(ys[st.lo:st.t]))
         after = float(np.median(ys[st.t:st.hi]))
         if final_short and st.t == starts[-2]:
             still = True
+        elif any(later.direction != st.direction for later in steps[i + 1:]):
+            still = False  # undone by a later change the other way (a newer step may be open)
         else:
             still = all((lv - st.base) * st.direction >= thr for lv in (robust, levels[0]))
         kind = "regression" if st.direction > 0 else "improvement"
