@@ -273,33 +273,25 @@ def history_plot(
 def net_change(values: np.ndarray) -> float:
     """|log(last level / first level)| of a series in commit order; 0 when it cannot tell.
 
-    A level is the median of ``k = max(1, min(5, n // 3))`` points at that end, so one
-    outlying first or last point does not make a series look changed. Values ≤ 0 (a byte
-    count of 0) have no ratio: 0.
+    A level is the median of the ``k`` points at that end, ``k`` the largest odd number
+    ≤ min(5, n // 2) (1 for n < 6): from 6 points on, one outlying point at either end does
+    not make a series look changed. Values ≤ 0 (a byte count of 0) have no ratio: 0.
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) < 2:
         return 0.0
-    k = max(1, min(5, len(v) // 3))
+    k = max(1, min(5, len(v) // 2))
+    k -= 1 - k % 2  # odd: a median of real points
     first, last = float(np.median(v[:k])), float(np.median(v[-k:]))
     if first <= 0 or last <= 0:
         return 0.0
     return abs(math.log(last / first))
 
 
-def changed_most_plot(
-    frame: pd.DataFrame, changes: pd.DataFrame, machine: str, params: list[str],
-    path: Path, top: int = 12, notes: list[str] | None = None,
-) -> tuple[int, int]:
-    """The ``top`` series of ``machine`` that changed most, any benchmark of any suite.
-
-    Ranking: series with a detected change first, by their largest |log ratio| (the
-    detector's verdict, which already weighs the step against the series' noise); then the
-    rest by :func:`net_change` between the first and last levels. Each panel has its own
-    unit; its title is the benchmark (class.method) and its parameters, with the asv
-    environment when the machine has several. Returns (shown, total); raises NoData.
-    """
+def _machine_values(frame: pd.DataFrame, machine: str) -> pd.DataFrame:
+    """Every usable value of ``machine``: status ``ok`` (any other status, including ones
+    added later, is not a value), finite, of the benchmark's current version."""
     if frame.empty or not {"machine", "metric", "status", "value"} <= set(frame.columns):
         raise NoData("no results")
     rows = frame[frame["machine"].astype(str) == machine]
@@ -310,6 +302,51 @@ def changed_most_plot(
     data = rows[keep].assign(value=values[keep])
     if data.empty:
         raise NoData("no results with a value")
+    return data
+
+
+def series_that_changed_most(
+    frame: pd.DataFrame, changes: pd.DataFrame, machine: str, params: list[str],
+    top: int | None = None,
+) -> pd.DataFrame:
+    """The series of ``machine`` ranked by how much they changed, any benchmark of any suite.
+
+    Series with a detected change come first, by their largest |log ratio| (the detector's
+    verdict, which already weighs a step against the series' noise); then the rest by
+    :func:`net_change` between their first and last levels (ties by name). One row per
+    series (the first ``top`` when given): ``_key``, the series columns, ``severity``
+    (|log ratio|) and ``detected``. Raises NoData.
+    """
+    data = _machine_values(frame, machine)
+    keys = [k for k in series_columns(frame, params) if k in data.columns]
+    data = data.assign(_key=_key_of(data, keys))
+    ch = _machine_changes(changes, machine, keys)
+    sev = ch.groupby("_key")["_sev"].max() if len(ch) else pd.Series(dtype=float)
+    sev = sev[sev.index.isin(set(data["_key"]))]
+    detected = sev.sort_values(ascending=False, kind="stable")
+    net = {k: net_change(g.sort_values("commit_order")["value"].to_numpy(float))
+           for k, g in data[~data["_key"].isin(detected.index)].groupby("_key", sort=True)}
+    rest = sorted(net, key=lambda k: (-net[k], k))
+    order = [*detected.index, *rest][:top]
+    first = data.drop_duplicates("_key").set_index("_key")
+    out = first.loc[order, keys].reset_index()
+    out["severity"] = [float(detected[k]) if k in detected.index else net[k] for k in order]
+    out["detected"] = [k in detected.index for k in order]
+    return out
+
+
+def changed_most_plot(
+    frame: pd.DataFrame, changes: pd.DataFrame, machine: str, params: list[str],
+    path: Path, top: int = 12, notes: list[str] | None = None,
+) -> tuple[int, int]:
+    """Small multiples of the ``top`` series of ``machine`` that changed most
+    (:func:`series_that_changed_most`), detected changes marked.
+
+    Each panel has its own unit; its title is the benchmark (class.method) and its
+    parameters, with the asv environment where the same benchmark and parameters were
+    measured in several. Returns (shown, total); raises NoData.
+    """
+    data = _machine_values(frame, machine)
     huge = _off_scale(data["value"])
     if huge.any() and notes is not None:
         notes.append(f"{int(huge.sum())} value(s) beyond ±{PLOT_MAX:.0e} (absurd) shown off "
@@ -317,13 +354,9 @@ def changed_most_plot(
     keys = [k for k in series_columns(frame, params) if k in data.columns]
     data = data.assign(_key=_key_of(data, keys))
     ch = _machine_changes(changes, machine, keys)
-    sev = ch.groupby("_key")["_sev"].max() if len(ch) else pd.Series(dtype=float)
+    ranked = series_that_changed_most(frame, changes, machine, params, max(1, top))
+    chosen = list(ranked["_key"])
     present = set(data["_key"])
-    ranked = [k for k in sev.sort_values(ascending=False, kind="stable").index if k in present]
-    net = {k: net_change(g.sort_values("commit_order")["value"].to_numpy(float))
-           for k, g in data[~data["_key"].isin(ranked)].groupby("_key", sort=True)}
-    rest = sorted(net, key=lambda k: (-net[k], k))
-    chosen = (ranked + rest)[:max(1, top)]
     names = [p for p in params if p in data.columns]
     # the environment goes into a title only where the same benchmark and parameters were
     # measured in several (otherwise two panels would look alike)
@@ -339,7 +372,7 @@ def changed_most_plot(
             label = f"{label} [{r['env']}]".strip()
         return f"{bench}" + (f"\n{label}" if label else "")
 
-    n_changed = min(len(ranked), len(chosen))
+    n_changed = int(ranked["detected"].sum())
     what = (f"{n_changed} with a detected change, largest first" if n_changed
             else "no detected change: largest net change first")
     _draw_history(data, ch, chosen, title, path,
@@ -547,6 +580,32 @@ def case_elements(shape: str) -> float:
     return float(int(m.group(1)) * int(m.group(2))) if m else math.nan
 
 
+def accuracy_cells(frame: pd.DataFrame, machine: str,
+                   notes: list[str] | None = None) -> pd.DataFrame:
+    """The accuracy heatmap's numbers: one row per (dtype, impl, dist) with ``value`` = the
+    worst ``track_rel_err_dx`` over that cell's cases with M·N ≥ ``MIN_CASE_ELEMENTS`` (the
+    latest result of each series), ``small_only`` True where the cell has no such case and
+    the value is the worst of its smaller ones; ``commit``/``commit_order`` of the worst
+    case. The choice is explained in :func:`accuracy_heatmap`. Raises NoData."""
+    rows = _usable(frame, machine, "track_rel_err_dx", notes)
+    keys = [k for k in ("impl", "shape", "dtype", "dist") if k in rows.columns]
+    if not {"impl", "dtype", "dist"} <= set(keys):
+        raise NoData("no track_rel_err_dx results with impl/dtype/dist parameters")
+    d = _latest_per_series(rows.dropna(subset=keys), keys)
+    if d.empty:
+        raise NoData("no track_rel_err_dx results with a value")
+    for k in keys:
+        d[k] = d[k].astype(str)
+    elems = d["shape"].map(case_elements) if "shape" in d else pd.Series(math.nan, d.index)
+    d = d.assign(_large=elems.to_numpy(float) >= MIN_CASE_ELEMENTS)
+    cell = ["dtype", "impl", "dist"]
+    has_large = d.groupby(cell)["_large"].transform("any")
+    d = d[d["_large"] | ~has_large].assign(small_only=~has_large)
+    worst = d.sort_values("value", ascending=False, kind="stable").drop_duplicates(cell)
+    return (worst[[*cell, "value", "small_only", "commit", "commit_order"]]
+            .sort_values(cell).reset_index(drop=True))
+
+
 def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
                      notes: list[str] | None = None) -> tuple[int, int]:
     """rel_err of dx: implementation × distribution, one panel per dtype.
@@ -569,30 +628,19 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
     from matplotlib.colors import LogNorm
 
     notes = notes if notes is not None else []
-    rows = _usable(frame, machine, "track_rel_err_dx", notes)
-    keys = [k for k in ("impl", "shape", "dtype", "dist") if k in rows.columns]
-    if not {"impl", "dtype", "dist"} <= set(keys):
-        raise NoData("no track_rel_err_dx results with impl/dtype/dist parameters")
-    d = _latest_per_series(rows.dropna(subset=keys), keys)
-    for k in keys:
-        d[k] = d[k].astype(str)
-    impls = sorted(d["impl"].unique())
-    dists = sorted(d["dist"].unique())
-    dtypes = _dtype_order(d["dtype"].unique())
-    if not impls:
-        raise NoData("no track_rel_err_dx results with a value")
-    elems = d["shape"].map(case_elements) if "shape" in d else pd.Series(math.nan, d.index)
-    d = d.assign(_large=elems.to_numpy(float) >= MIN_CASE_ELEMENTS)
-    cell = ["dtype", "impl", "dist"]
-    has_large = d.groupby(cell)["_large"].transform("any")
-    d = d[d["_large"] | ~has_large]
-    small_only = {tuple(k) for k in d.loc[~d["_large"], cell].drop_duplicates().to_numpy()}
+    cells = accuracy_cells(frame, machine, notes)
+    impls = sorted(cells["impl"].unique())
+    dists = sorted(cells["dist"].unique())
+    dtypes = _dtype_order(cells["dtype"].unique())
+    small_only = {tuple(k) for k in cells.loc[cells["small_only"], ["dtype", "impl", "dist"]]
+                  .to_numpy()}
     if small_only:
         notes.append(f"accuracy heatmap: {len(small_only)} cell(s) marked * have no case with "
                      f"M·N ≥ {MIN_CASE_ELEMENTS}: they show the worst of their smaller cases")
-    tables = {dt: d[d["dtype"] == dt].pivot_table(index="impl", columns="dist", values="value",
-                                                   aggfunc="max")
-              .reindex(index=impls, columns=dists) for dt in dtypes}
+    tables = {dt: cells[cells["dtype"] == dt].pivot_table(
+        index="impl", columns="dist", values="value", aggfunc="max")
+        .reindex(index=impls, columns=dists) for dt in dtypes}
+    d = cells
 
     def norm_of(values: np.ndarray) -> Any:
         pos = values[np.isfinite(values) & (values > 0)]
@@ -681,12 +729,12 @@ def _machines_html(loaded: LoadedResults) -> str:
                 return "unknown"
             return fmt_value(x, unit) if unit else str(x)
 
-        ram = first("memory_bytes")
-        if ram is None and _known(r.get("asv_ram")):  # asv's machine.json: kB, as a string
-            try:
-                ram = float(r["asv_ram"]) * 1024
+        ram: Any = first("memory_bytes")
+        if ram is None and _known(r.get("asv_ram")):  # asv's machine.json: bytes (asv's
+            try:  # util.get_memsize), or whatever the user typed at `asv machine`
+                ram = float(r["asv_ram"])
             except (TypeError, ValueError):
-                ram = None
+                ram = str(r["asv_ram"])
         mine = frame[frame["machine"].astype(str) == str(r["machine"])] if len(frame) else frame
         if len(mine):
             newest = mine.loc[mine["commit_order"].idxmax()]
@@ -698,7 +746,8 @@ def _machines_html(loaded: LoadedResults) -> str:
             measured = ["0", "–", "–"]
         cells = [str(r["machine"]), show(first("cpu_model", "asv_cpu")),
                  show(first("cpu_cores", "asv_num_cpu")),
-                 show(ram, "bytes"), show(first("asv_os")), show(first("asv_arch")),
+                 show(ram, "bytes" if isinstance(ram, int | float) else ""),
+                 show(first("asv_os")), show(first("asv_arch")),
                  show(first("gpu_name"))]
         if facts_any:
             cells += [show(r.get("copy_gbps_cpu"), "GB/s"), show(r.get("copy_gbps_cuda"), "GB/s"),
