@@ -453,13 +453,14 @@ def _describe(
 ) -> list[Change]:
     """Changes with before/after from the final segments, and whether each is still open.
 
-    Open: no later change went the other way, and the series' latest robust level -- the
+    Open: no later segment came back to within ``min_ratio`` of the change's "before"
+    level, and the series' latest robust level -- the
     median of the last ``window`` points of the newest segment with at least
     ``MIN_LEVEL_POINTS`` points -- is still ``min_ratio`` past the change's "before" level,
     and so is the newest level when the final segment is shorter (a newer change in it can
     only close older ones, never open them). A change that starts a final segment too short
     for a robust level is open by its own test. In a series that flips between two levels
-    only the newest step up can be open.
+    only the newest step can be open.
     """
     thr = math.log(cfg.min_ratio)
     starts = [0, *(st.t for st in steps), len(bs)]
@@ -471,6 +472,8 @@ def _describe(
             break
         levels.append(float(np.median(bs[lo:hi])))
     robust = levels[-1]
+    seg_levels = [float(np.median(bs[a:b])) for a, b in zip(starts[:-1], starts[1:],
+                                                               strict=True)]
     final_short = len(bs) - starts[-2] < MIN_LEVEL_POINTS
     out = []
     for i, st in enumerate(steps):
@@ -478,8 +481,8 @@ def _describe(
         after = float(np.median(ys[st.t:st.hi]))
         if final_short and st.t == starts[-2]:
             still = True
-        elif any(later.direction != st.direction for later in steps[i + 1:]):
-            still = False  # undone by a later change the other way (a newer step may be open)
+        elif any((lv - st.base) * st.direction < thr for lv in seg_levels[i + 2:]):
+            still = False  # the level came back once: a newer step of the series is new
         else:
             still = all((lv - st.base) * st.direction >= thr for lv in (robust, levels[0]))
         kind = "regression" if st.direction > 0 else "improvement"
