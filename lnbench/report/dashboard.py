@@ -616,7 +616,7 @@ def accuracy_heatmap(frame: pd.DataFrame, machine: str, path: Path,
     the same for every formulation (in this repository's ``results/``, quick grid on a 2-core
     x86_64 VM, float32 ``offset``: 1.0–1.1e-3 for all ten implementations), so a plain
     maximum shows that one case ten times over and hides the spread that tells
-    implementations apart (1.0e-5 … 8.7e-5 there at 64×1023 and 256×1024). The
+    implementations apart (1.1e-5 … 8.7e-5 there, worst over 64×1023, 256×1024, 32×4096). The
     worst over realistic sizes keeps an absolute error a user can read against a tolerance
     and keeps that spread; a per-case normalised view (error / median error of the case)
     would show the spread too but no longer the size of the error. A cell whose

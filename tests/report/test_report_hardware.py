@@ -212,9 +212,9 @@ def test_unknown_commit_baseline_bench_exit_2_on_every_folder(
 def test_repo_results_time_and_gbps_from_one_measurement(capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
     """In results/ asv's time_backward and lnbench's track_seconds differ (asv's timer around
-    one call vs the median of lnbench's per-call samples; e.g. 9.0 µs vs 6.5 µs for
-    numba.fused 1x768): a row's time must be the one its GB/s was computed from, which the
-    bytes model checks: bytes / seconds = GB/s for every row."""
+    one call vs the median of lnbench's per-call samples; e.g. 9.0 µs vs 6.2 µs for
+    numba.fused 1x768 float32): a row's time must be the one its GB/s was computed from,
+    which the bytes model checks: bytes / seconds = GB/s for every row."""
     loaded = load_results(REPO / "results")
     rep = hardware_table(loaded)
     assert len(rep.rows) >= 100 and rep.keys == ["impl", "shape", "dtype"]
