@@ -881,8 +881,8 @@ def _mark_noisy(frame: pd.DataFrame, docs: list[dict[str, Any]], param_names: li
         return
     sel = frame["commit"].isin({c for _, c, _ in wanted})
     sub = frame.loc[sel & (frame["status"] == "ok")]
-    status = frame["status"].to_numpy().copy()
-    reason = frame["noise_reason"].to_numpy()
+    status = frame["status"].astype(object).to_numpy().copy()
+    reason = frame["noise_reason"].to_numpy().copy()
     found: set[tuple[Any, ...]] = set()
     for (machine, commit, env), points in wanted.items():
         rows = sub[(sub["machine"] == machine) & (sub["commit"] == commit) & (sub["env"] == env)]
