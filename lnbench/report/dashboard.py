@@ -168,8 +168,14 @@ def _null_locator() -> Any:
 
 
 def _key_of(df: pd.DataFrame, keys: list[str]) -> pd.Series:
-    """One string per row naming its series (the values of ``keys`` joined)."""
-    return df[keys].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+    """One string per row naming its series (the values of ``keys`` joined by ``|``, a
+    missing value as ""); column-wise, so a million rows take a fraction of a second."""
+    out: pd.Series | None = None
+    for k in keys:
+        col = df[k].astype(object)
+        text = col.where(col.notna(), "").astype(str)
+        out = text if out is None else out + "|" + text
+    return out if out is not None else pd.Series("", index=df.index, dtype=object)
 
 
 def _machine_changes(changes: pd.DataFrame, machine: str, keys: list[str],

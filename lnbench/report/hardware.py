@@ -222,11 +222,10 @@ def hardware_table(
         raise HardwareError(f"--baseline {baseline}: not among the machines with results "
                             f"({', '.join(all_machines) or 'none'})")
     notes: list[str] = []
+    # patterns are checked against every stored benchmark, values or not
+    selected = _select(sorted(set(stored["benchmark"].astype(str))) if len(stored) else [],
+                       bench, notes)
     ok = _usable(loaded)
-    names = sorted(set(ok["benchmark"].astype(str))) if len(ok) else []
-    if bench and not names:
-        raise HardwareError(f"--bench {bench[0]}: matches no stored benchmark")
-    selected = _select(names, bench, notes)
     ok = ok[ok["benchmark"].astype(str).isin(selected)] if len(ok) else ok
 
     empty = HardwareReport(pd.DataFrame(columns=ROW_COLUMNS), pd.DataFrame(columns=["machine"]),
