@@ -268,6 +268,11 @@ def hardware_table(
     benches = _benchmark_rows(d, present, baseline, multi_env, loaded)
     rows, keys = _speed_rows(d, present, baseline, multi_env, facts)
     machines = _machines(chosen, facts, loaded)
+    if commit is None and machines["commit"].nunique() > 1:
+        notes.append("machines compared at different commits (" + ", ".join(
+            f"{m}: {c[:8]}" for m, c in zip(machines["machine"], machines["commit"],
+                                             strict=True))
+            + "): code changes are mixed with hardware; --commit C compares one commit")
     if len(rows):  # copy bandwidth and heap policy matter where there is a speed table
         info = {str(r["machine"]): r for r in machines.to_dict("records")}
         for m, i in info.items():

@@ -317,3 +317,13 @@ def test_unknown_status_and_old_versions_are_not_values(tmp_path: Path) -> None:
     rep = hardware_table(loaded)
     assert not rep.benchmarks["benchmark"].str.endswith("time_backward").any()
     assert len(rep.rows)  # the rest is still compared
+
+
+def test_machines_at_different_latest_commits_are_noted(tmp_path: Path) -> None:
+    syn.write_suite_history(tmp_path, machines={"a": 21.7, "b": 21.7}, n_commits=3, noise=0.0)
+    newest = max(tmp_path.glob("b/*-*.json"), key=lambda f: json.loads(f.read_text())["date"])
+    newest.unlink()  # b's latest is one commit older
+    rep = hardware_table(load_results(tmp_path))
+    assert any("different commits (a: " in n and "--commit" in n for n in rep.notes)
+    rep = hardware_table(load_results(tmp_path), commit=syn.commit_hash(1))
+    assert not any("different commits" in n for n in rep.notes)
