@@ -216,7 +216,7 @@ def add_parsers(subparsers: Any) -> None:
         description="Machines side by side at one commit or each machine's latest: every "
                     "benchmark and parameter set of any asv suite (value, and how many times "
                     "better than a baseline machine), plus lnbench's speed table (time, "
-                    "speed-up, GB/s and %% of each machine's copy bandwidth, all from one "
+                    "speed-up, GB/s and % of each machine's copy bandwidth, all from one "
                     "measurement). See docs/reports.md.")
     _results_arg(hw)
     hw.add_argument("--commit", metavar="C", help="commit hash or prefix (default: latest)")
