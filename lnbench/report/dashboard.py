@@ -167,6 +167,17 @@ def _null_locator() -> Any:
     return NullLocator()
 
 
+def _plot_keys(frame: pd.DataFrame, changes: pd.DataFrame, params: list[str]) -> list[str]:
+    """Columns naming one plotted series: the detector's (machine, environment, benchmark,
+    parameters), the environment as its family (``env_family``) where the loader and the
+    detector both have one, so a history that moved to a fresh environment of the same kind
+    stays one line, as it is one series for the detector."""
+    keys = series_columns(frame, params)
+    if "env_family" in frame.columns and (not len(changes) or "env_family" in changes.columns):
+        keys = ["env_family" if k == "env" else k for k in keys]
+    return keys
+
+
 def _key_of(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     """One string per row naming its series (the values of ``keys`` joined by ``|``, a
     missing value as ""); column-wise, so a million rows take a fraction of a second."""
@@ -232,7 +243,7 @@ def _draw_history(data: pd.DataFrame, ch: pd.DataFrame, chosen: list[str],
                             color=color, fontsize=7, ha="left", va="top", xytext=(3, 0),
                             textcoords="offset points",
                             bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
-        ax.set_title(title_of(s.iloc[0]), fontsize=7.5)
+        ax.set_title(title_of(s.iloc[-1]), fontsize=7.5)  # the newest environment's name
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         bottom = i + ncols >= len(chosen)  # lowest visible panel of its column
@@ -260,7 +271,7 @@ def history_plot(
     edge and counted in ``notes``.
     """
     data = _usable(frame, machine, metric, notes)
-    keys = [k for k in series_columns(frame, params) if k in data.columns]
+    keys = [k for k in _plot_keys(frame, changes, params) if k in data.columns]
     data = data.assign(_key=_key_of(data, keys))
     ch = _machine_changes(changes, machine, keys, metric)
     ranked = (list(dict.fromkeys(ch.sort_values("_sev", ascending=False)["_key"]))
@@ -320,11 +331,12 @@ def series_that_changed_most(
     Series with a detected change come first, by their largest |log ratio| (the detector's
     verdict, which already weighs a step against the series' noise); then the rest by
     :func:`net_change` between their first and last levels (ties by name). One row per
-    series (the first ``top`` when given): ``_key``, the series columns, ``severity``
-    (|log ratio|) and ``detected``. Raises NoData.
+    series (the first ``top`` when given): ``_key``, the series columns (:func:`_plot_keys`),
+    ``env`` (its newest environment), ``severity`` (|log ratio|) and ``detected``. Raises
+    NoData.
     """
     data = _machine_values(frame, machine)
-    keys = [k for k in series_columns(frame, params) if k in data.columns]
+    keys = [k for k in _plot_keys(frame, changes, params) if k in data.columns]
     data = data.assign(_key=_key_of(data, keys))
     ch = _machine_changes(changes, machine, keys)
     sev = ch.groupby("_key")["_sev"].max() if len(ch) else pd.Series(dtype=float)
@@ -334,8 +346,10 @@ def series_that_changed_most(
            for k, g in data[~data["_key"].isin(detected.index)].groupby("_key", sort=True)}
     rest = sorted(net, key=lambda k: (-net[k], k))
     order = [*detected.index, *rest][:top]
-    first = data.drop_duplicates("_key").set_index("_key")
-    out = first.loc[order, keys].reset_index()
+    newest = (data.sort_values("commit_order", kind="stable")
+              .drop_duplicates("_key", keep="last").set_index("_key"))
+    cols = [*keys, *(["env"] if "env" not in keys and "env" in newest else [])]
+    out = newest.loc[order, cols].reset_index()  # env: the series' newest environment
     out["severity"] = [float(detected[k]) if k in detected.index else net[k] for k in order]
     out["detected"] = [k in detected.index for k in order]
     return out
@@ -357,7 +371,7 @@ def changed_most_plot(
     if huge.any() and notes is not None:
         notes.append(f"{int(huge.sum())} value(s) beyond ±{PLOT_MAX:.0e} (absurd) shown off "
                      "scale (triangles on a plot's edge); the change table has them as stored")
-    keys = [k for k in series_columns(frame, params) if k in data.columns]
+    keys = [k for k in _plot_keys(frame, changes, params) if k in data.columns]
     data = data.assign(_key=_key_of(data, keys))
     ch = _machine_changes(changes, machine, keys)
     ranked = series_that_changed_most(frame, changes, machine, params, max(1, top))
@@ -366,9 +380,10 @@ def changed_most_plot(
     names = [p for p in params if p in data.columns]
     # the environment goes into a title only where the same benchmark and parameters were
     # measured in several (otherwise two panels would look alike)
-    bare = _key_of(data, [k for k in keys if k != "env"]) if "env" in keys else data["_key"]
-    envs_of = data.assign(_bare=bare).groupby("_bare")["env"].nunique() if "env" in keys \
-        else pd.Series(dtype=int)
+    env_key = next((k for k in ("env", "env_family") if k in keys), None)
+    bare = _key_of(data, [k for k in keys if k != env_key]) if env_key else data["_key"]
+    envs_of = (data.assign(_bare=bare).groupby("_bare")[env_key].nunique() if env_key
+               else pd.Series(dtype=int))
     bare_of = dict(zip(data["_key"], bare, strict=True))
 
     def title(r: pd.Series) -> str:
