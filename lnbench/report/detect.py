@@ -91,20 +91,18 @@ def _badness(y: np.ndarray, higher: np.ndarray, cfg: DetectConfig) -> np.ndarray
     return np.where(higher[:, None], -b, b)
 
 
-def _rolling_median(b: np.ndarray, k: int, min_periods: int) -> np.ndarray:
-    """Median of ``b[s, t-k+1 : t+1]`` for every ``t`` (pandas' rolling median, a skip list:
-    O(n log k)); NaN where fewer than ``min_periods`` values."""
-    df = pd.DataFrame(b.T)
-    return df.rolling(k, min_periods=min_periods).median().to_numpy().T
-
-
 def _window_median(b: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Median of b[s, t-window:t] for every t, and the count of points it used."""
     s, n = b.shape
-    med = np.full((s, n), np.nan)
-    if n > 1:
-        med[:, 1:] = _rolling_median(b, window, 1)[:, :-1]
+    padded = np.concatenate([np.full((s, window), np.nan), b], axis=1)
+    win = np.sort(sliding_window_view(padded, window, axis=1)[:, :n], axis=2)
     count = np.minimum(np.arange(n), window)
+    # the NaN padding sorts to the end: the c valid values are the first c of each window
+    lo = np.maximum((count - 1) // 2, 0)
+    hi = count // 2
+    idx = np.arange(n)
+    med = 0.5 * (win[:, idx, np.minimum(lo, window - 1)] + win[:, idx, np.minimum(hi, window - 1)])
+    med[:, count == 0] = np.nan
     return med, count
 
 
@@ -155,10 +153,7 @@ def _evidence(
             # for k <= 2 the nearer point to the baseline, tested like a single point
             pts = win[:, :, :k]
             if k >= 3:
-                fwd = np.full((n_series, n), np.nan)  # median of b[t : t+k]
-                if n >= k:
-                    fwd[:, : n - k + 1] = _rolling_median(b, k, k)[:, k - 1:]
-                ex = fwd - base
+                ex = np.median(pts, axis=2) - base
                 var = math.pi / (2 * k)
             else:
                 ex = np.where(pts.min(axis=2) - base >= 0, pts.min(axis=2), pts.max(axis=2))
@@ -292,6 +287,8 @@ def _final_steps(bs: np.ndarray, ts: list[int], sig: float, cfg: DetectConfig) -
     return []
 
 
+#: rows per block of the vectorised tests (their sliding-window copies stay ~10 MB)
+BLOCK_ROWS = 64
 #: a level is "robust" over at least this many points (the "open" test never uses fewer)
 MIN_LEVEL_POINTS = 3
 
@@ -318,8 +315,16 @@ def detect_matrix(
     b = _badness(y, higher, cfg)
     b = np.where(np.arange(n)[None, :] < lengths[:, None], b, np.nan)
     sig = noise_sigma(b)
-    base, count = _window_median(b, cfg.window)
-    direction, z = _evidence(b, base, np.broadcast_to(count, b.shape), sig, cfg)
+    base = np.empty_like(b)
+    direction = np.zeros(b.shape, dtype=np.int8)
+    z = np.zeros(b.shape)
+    count = np.minimum(np.arange(n), cfg.window)
+    for lo in range(0, n_series, BLOCK_ROWS):  # blocks of rows bound the window copies
+        part = slice(lo, lo + BLOCK_ROWS)
+        base[part], count = _window_median(b[part], cfg.window)
+        direction[part], z[part] = _evidence(b[part], base[part],
+                                             np.broadcast_to(count, b[part].shape), sig[part],
+                                             cfg)
     samples = samples or {}
     newest = newest or NEWEST
 
@@ -362,9 +367,10 @@ def _change_points(bs: np.ndarray, dir_s: np.ndarray, z_s: np.ndarray, base_s: n
         seg = t
         # re-test the commits whose window crosses the new segment start
         sb, sc = _segment_baseline(bs, seg, cfg)
-        sd, _ = _evidence(bs[None, :], sb[None, :], sc[None, :], sig_row, cfg)
-        local = {u: int(sd[0, u]) for u in range(seg + cfg.min_history,
-                                                  min(seg + cfg.window, len(bs)))}
+        part = slice(seg, min(len(bs), seg + cfg.window + max(cfg.span, cfg.persistence)))
+        sd, _ = _evidence(bs[None, part], sb[None, part], sc[None, part], sig_row, cfg)
+        local = {u: int(sd[0, u - seg]) for u in range(seg + cfg.min_history,
+                                                        min(seg + cfg.window, len(bs)))}
         for u, du in local.items():
             if du and u not in queued:
                 queued.add(u)

@@ -13,6 +13,15 @@ Each detector sees the same matrix.
   1, 2, … ``max_latency`` commits after the step; the latency is the number of commits at the
   new level (the step commit counts as 1) in the shortest prefix where the step is reported.
 
+- **false-alarm series**: share of histories with at least one regression reported outside
+  the tolerance (on flat histories: any regression).
+
+``EvalSpec.newest`` puts the step on the newest commit (``step_at = n_commits - 1``) and
+``EvalSpec.samples`` stores raw samples with every point: each run has a run-level offset
+(log-normal, s.d. ``noise``: what a shared runner does to a whole run) and ``samples`` draws
+with within-run spread ``within`` around it; the stored value is their median, as asv stores
+it. Detectors get the samples where they use them (lnbench's newest-commit test).
+
 Detectors: ``lnbench`` (``lnbench.report.detect``; counts every reported regression, open
 or resolved) and ``asv`` (``asv.step_detect.detect_steps`` followed by
 ``detect_regressions(steps, threshold=0.05)``, the defaults ``asv publish`` uses to write
@@ -24,16 +33,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lnbench.report.detect import SPEED, DetectConfig, detect_matrix
-from lnbench.report.synthetic import noisy_history
+from lnbench.report.synthetic import noisy_history, sampled_history
 
-#: A detector maps a (series × commits) matrix (lower is better) to (series, position) pairs,
-#: one per reported regression; the position is the first commit at the new level.
-Detector = Callable[[np.ndarray], list[tuple[int, int]]]
+#: A detector maps a (series × commits) matrix (lower is better) and, optionally, the stored
+#: samples (``samples[s][t]``: an array, or None) to (series, position) pairs, one per reported
+#: regression; the position is the first commit at the new level.
+Detector = Callable[..., list[tuple[int, int]]]
 
 
 def lnbench_detector(cfg: DetectConfig = SPEED, open_only: bool = False) -> Detector:
@@ -43,10 +54,11 @@ def lnbench_detector(cfg: DetectConfig = SPEED, open_only: bool = False) -> Dete
     ``lnbench report regressions`` lists by default, and what asv's regressions page shows).
     """
 
-    def run(y: np.ndarray) -> list[tuple[int, int]]:
+    def run(y: np.ndarray, samples: list[list[Any]] | None = None) -> list[tuple[int, int]]:
         lengths = np.full(y.shape[0], y.shape[1])
         higher = np.zeros(y.shape[0], dtype=bool)
-        return [(c.series, c.pos) for c in detect_matrix(y, lengths, higher, cfg)
+        smp = {s: row for s, row in enumerate(samples)} if samples is not None else None
+        return [(c.series, c.pos) for c in detect_matrix(y, lengths, higher, cfg, smp)
                 if c.kind == "regression" and (c.open or not open_only)]
 
     return run
@@ -56,7 +68,7 @@ def asv_detector(threshold: float = 0.05) -> Detector:
     """asv's own: ``detect_steps`` then ``detect_regressions`` (asv publish defaults)."""
     from asv.step_detect import detect_regressions, detect_steps
 
-    def run(y: np.ndarray) -> list[tuple[int, int]]:
+    def run(y: np.ndarray, samples: Any = None) -> list[tuple[int, int]]:
         out = []
         for s, row in enumerate(y):
             steps = detect_steps(row.tolist())
@@ -81,17 +93,38 @@ class EvalSpec:
     tolerance: int = 2
     max_latency: int = 8
     seed: int = 0
+    newest: bool = False
+    samples: int = 0
+    within: float = 0.01
+
+    @property
+    def step_position(self) -> int:
+        return self.n_commits - 1 if self.newest else self.step_at
 
 
-def _score(hits: list[tuple[int, int]], n: int, step_at: int | None, tol: int) -> tuple[set, int]:
-    caught = set()
+def _score(hits: list[tuple[int, int]], step_at: int | None, tol: int
+           ) -> tuple[set[int], int, int]:
+    caught: set[int] = set()
     extra = 0
+    wrong: set[int] = set()
     for s, pos in hits:
         if step_at is not None and abs(pos - step_at) <= tol:
             caught.add(s)
         else:
             extra += 1
-    return caught, extra
+            wrong.add(s)
+    return caught, extra, len(wrong)
+
+
+def _draw(rng: np.random.Generator, spec: EvalSpec, step: float
+          ) -> tuple[np.ndarray, list[list[Any]] | None]:
+    at = spec.step_position if step else None
+    if spec.samples:
+        return sampled_history(rng, spec.n_series, spec.n_commits, noise=spec.noise,
+                               within=spec.within, n_samples=spec.samples, step=step,
+                               step_at=at, outlier_rate=spec.outlier_rate)
+    return noisy_history(rng, spec.n_series, spec.n_commits, noise=spec.noise,
+                         outlier_rate=spec.outlier_rate, step=step, step_at=at), None
 
 
 def evaluate(
@@ -101,38 +134,39 @@ def evaluate(
 ) -> pd.DataFrame:
     """Recall, false alarms and latency of each detector on the same generated histories.
 
-    Returns one row per (detector, step): ``detector, noise, outlier_rate, step, recall,
-    false_alarms_per_series`` (on flat histories for ``step == 0``, else the extra reports on
-    step histories), ``latency_median, latency_p90`` (commits until caught, among histories
-    caught within ``max_latency``), ``caught_within_max`` and ``seconds`` (detector time).
+    Returns one row per (detector, step): ``detector, noise, outlier_rate, step, at``
+    ("newest" or the step commit), ``recall, false_alarms_per_series`` (on flat histories
+    for ``step == 0``, else the extra reports on step histories), ``false_alarm_series``
+    (share of histories with any such report), ``latency_median, latency_p90`` (commits
+    until caught, among histories caught within ``max_latency``; not for newest-commit
+    steps), ``caught_within_max`` and ``seconds`` (detector time).
     """
     if detectors is None:
         detectors = {"lnbench (all)": lnbench_detector(),
                      "lnbench (open)": lnbench_detector(open_only=True), "asv": asv_detector()}
     rng = np.random.default_rng(spec.seed)
-    histories = {0.0: noisy_history(rng, spec.n_series, spec.n_commits, noise=spec.noise,
-                                    outlier_rate=spec.outlier_rate)}
+    histories = {0.0: _draw(rng, spec, 0.0)}
     for step in spec.steps:
-        histories[step] = noisy_history(
-            rng, spec.n_series, spec.n_commits, noise=spec.noise,
-            outlier_rate=spec.outlier_rate, step=step, step_at=spec.step_at,
-        )
+        histories[step] = _draw(rng, spec, step)
+    tol = 0 if spec.newest else spec.tolerance
     rows = []
     for name, det in detectors.items():
-        for step, y in histories.items():
+        for step, (y, smp) in histories.items():
             t0 = time.perf_counter()
-            hits = det(y)
+            hits = det(y, smp) if smp is not None else det(y)
             seconds = time.perf_counter() - t0
-            caught, extra = _score(hits, spec.n_series, spec.step_at if step else None,
-                                   spec.tolerance)
+            caught, extra, extra_series = _score(hits, spec.step_position if step else None,
+                                                 tol)
             row = {
                 "detector": name, "noise": spec.noise, "outlier_rate": spec.outlier_rate,
-                "step": step, "recall": len(caught) / spec.n_series if step else np.nan,
+                "step": step, "at": "newest" if spec.newest else str(spec.step_at),
+                "recall": len(caught) / spec.n_series if step else np.nan,
                 "false_alarms_per_series": extra / spec.n_series,
+                "false_alarm_series": extra_series / spec.n_series,
                 "latency_median": np.nan, "latency_p90": np.nan, "caught_within_max": np.nan,
                 "seconds": seconds,
             }
-            if step and latency:
+            if step and latency and not spec.newest and smp is None:
                 row.update(_latency(det, y, spec))
             rows.append(row)
     return pd.DataFrame(rows)
@@ -145,7 +179,7 @@ def _latency(det: Detector, y: np.ndarray, spec: EvalSpec) -> dict[str, float]:
         if not len(todo):
             break
         sub = y[todo, : spec.step_at + k]
-        caught, _ = _score(det(sub), len(todo), spec.step_at, spec.tolerance)
+        caught, _, _ = _score(det(sub), spec.step_at, spec.tolerance)
         first[todo[sorted(caught)]] = k
     got = first[~np.isnan(first)]
     return {
@@ -161,14 +195,16 @@ def markdown_table(df: pd.DataFrame) -> str:
     show["step"] = [f"{s:.0%}" if s else "flat" for s in show["step"]]
     show["recall"] = [f"{r:.2f}" if r == r else "–" for r in show["recall"]]
     show["false_alarms_per_series"] = [f"{v:.3f}" for v in show["false_alarms_per_series"]]
+    show["false_alarm_series"] = [f"{v:.1%}" for v in show["false_alarm_series"]]
     for col in ("latency_median", "latency_p90"):
         show[col] = [f"{v:g}" if v == v else "–" for v in show[col]]
     show["caught_within_max"] = [f"{v:.2f}" if v == v else "–" for v in show["caught_within_max"]]
     show["seconds"] = [f"{v:.2f}" for v in show["seconds"]]
-    cols = ["detector", "step", "recall", "false_alarms_per_series", "latency_median",
-            "latency_p90", "caught_within_max", "seconds"]
-    header = ["detector", "step", "recall", "false alarms / series", "commits to catch (median)",
-              "(p90)", "caught ≤ max", "seconds"]
+    cols = ["detector", "step", "at", "recall", "false_alarms_per_series", "false_alarm_series",
+            "latency_median", "latency_p90", "caught_within_max", "seconds"]
+    header = ["detector", "step", "at commit", "recall", "false alarms / series",
+              "series with a false alarm", "commits to catch (median)", "(p90)", "caught ≤ max",
+              "seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in show[cols].iterrows():
         lines.append("| " + " | ".join(str(v) for v in r) + " |")

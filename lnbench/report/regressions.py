@@ -167,10 +167,13 @@ def _no_baseline(frame: pd.DataFrame, param_names: list[str], min_history: int
     benchmark version and parameters)."""
     if frame.empty:
         return []
-    ok = frame[frame["status"].astype(str).eq("ok") & np.isfinite(frame["value"].astype(float))]
+    keys = detection_keys(frame, param_names)
+    need = list(dict.fromkeys([*keys, *series_columns(frame, param_names), "commit",
+                               "commit_order", "metric"]))
+    mask = frame["status"].astype(str).eq("ok") & np.isfinite(frame["value"].astype(float))
+    ok = frame.loc[mask, need]
     if ok.empty:
         return []
-    keys = detection_keys(ok, param_names)
     latest = frame.groupby("machine", observed=True)["commit_order"].max()
     top = ok["machine"].map(latest).to_numpy(np.int64)
     order = ok["commit_order"].to_numpy(np.int64)

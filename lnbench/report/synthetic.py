@@ -390,3 +390,34 @@ def write_ci_history(
             files += 1
     per_env = sum(max(1, len(s.combos)) for s in specs)
     return {"files": files, "series": per_env * len(envs), "commits": n_commits}
+
+
+def sampled_history(
+    rng: np.random.Generator,
+    n_series: int,
+    n_commits: int,
+    *,
+    noise: float = 0.03,
+    within: float = 0.01,
+    n_samples: int = 7,
+    step: float = 0.0,
+    step_at: int | None = None,
+    outlier_rate: float = 0.0,
+) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+    """Histories with raw samples, as ``asv run --record-samples`` stores them.
+
+    Each run gets a run-level log-normal offset (s.d. ``noise``: a shared runner slows or
+    speeds a whole run), then ``n_samples`` draws with within-run spread ``within``; with
+    probability ``outlier_rate`` a run is slowed by 10-40 % as a whole; the stored value is
+    the samples' median. Returns (values, samples[s][t]).
+    """
+    run = np.exp(rng.normal(0.0, noise, size=(n_series, n_commits)))
+    if outlier_rate > 0:
+        hit = rng.random((n_series, n_commits)) < outlier_rate
+        run = np.where(hit, run * rng.uniform(1.1, 1.4, size=run.shape), run)
+    if step and step_at is not None:
+        run[:, step_at:] *= 1.0 + step
+    draws = run[:, :, None] * np.exp(rng.normal(0.0, within, size=(n_series, n_commits,
+                                                                    n_samples)))
+    values = np.median(draws, axis=2)
+    return values, [list(row) for row in draws]
