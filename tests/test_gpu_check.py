@@ -600,3 +600,26 @@ def test_a_crash_outside_any_point_stops_at_its_first_repeat_and_exits_1(tmp_pat
     assert "make_data" in fail["traceback"] and len(rep["worker_crashes"]) == 2
     assert not rep["summary"]["fake.ok"]["meets_bar"]  # 128x512 never measured
     assert "crashed outside any point" in rep["md"] and fail["reason"] in rep["md"]
+
+
+def test_the_points_of_a_case_are_timed_round_by_round_interleaved(gc, tmp_path: Path,
+                                                                   fake_gpu: Path) -> None:
+    orders = gc.interleave_order(3, 5, seed=7)
+    assert all(sorted(o) == [0, 1, 2] for o in orders) and len(set(map(tuple, orders))) > 1
+    assert orders == gc.interleave_order(3, 5, seed=7)  # a fixed seed
+    plugin = PLUGIN + '''
+for name in ("fake.ok2", "fake.ok3"):
+    register(name, ok, array="torch", device="cuda", dtypes=("float32",))
+'''
+    rep = _standin_run(tmp_path, fake_gpu, plugin, [
+        "--impl", "fake.ok", "--impl", "fake.ok2", "--impl", "fake.ok3", "--shape", "32x128"])
+    assert rep["rc"] == 0 and [p["status"] for p in rep["points"]] == ["ok"] * 3
+    rows = [json.loads(x) for x in (tmp_path / "out" / "gpu-check.jsonl").read_text().split("\n")
+            if x.strip()]
+    timing = [r for r in rows if r.get("type") == "timing"]
+    rounds = [[r["impl"] for r in timing if r["round"] == k] for k in range(gc.ROUNDS)]
+    assert all(sorted(r) == ["fake.ok", "fake.ok2", "fake.ok3"] for r in rounds), rounds
+    # every point is written after the last round, never one contender timed to the end first
+    last_timing = max(i for i, r in enumerate(rows) if r.get("type") == "timing")
+    assert all(i > last_timing for i, r in enumerate(rows) if r.get("type") == "point")
+    assert all(p["reps"] == gc.ROUNDS for p in rep["points"])  # stand-in: 3 reps, 1 per round
