@@ -238,9 +238,9 @@ def _test_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, sig: float,
     """Re-derive a change at ``t`` from the segments around it: direction, size and z of the
     median after (``t .. hi_seg``, up to ``window`` points) against the median before
     (``lo_seg .. t``, up to ``window``); True when it still holds: ≥ ``min_history`` points
-    before, ≥ ``MIN_LEVEL_POINTS`` after (≥ ``persistence`` for the final segment) whose
-    first ``persistence`` all lie past the threshold, past ``min_ratio`` and ``z`` standard
-    errors. A 2-point excursion inside the history is therefore no segment of its own."""
+    before, ≥ ``MIN_LEVEL_POINTS`` after (≥ ``persistence`` for the final segment, whose
+    points must then each lie past the threshold), the medians ``min_ratio`` and ``z``
+    standard errors apart. A 2-point excursion inside the history is therefore no segment of its own."""
     lo = max(lo_seg, t - cfg.window)
     hi = min(hi_seg, t + cfg.window)
     left, right = bs[lo:t], bs[t:hi]
@@ -256,9 +256,12 @@ def _test_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, sig: float,
     # a segment inside the history needs a robust level (MIN_LEVEL_POINTS); only the final
     # one may be as short as the persistence rule allows (the change is that new)
     need = cfg.persistence if hi_seg == len(bs) else max(cfg.persistence, MIN_LEVEL_POINTS)
+    # the first points must each be past only where they are all there is (a final segment
+    # too short for a robust level); elsewhere the segment's median carries the test
+    short = hi_seg - t < MIN_LEVEL_POINTS
     holds = (len(left) >= cfg.min_history and hi_seg - t >= need
              and abs(delta) >= thr and abs(z) >= cfg.z
-             and bool(np.all(first * direction >= thr)))
+             and (not short or bool(np.all(first * direction >= thr))))
     return holds, _Step(t, direction, z, lo, hi, base)
 
 

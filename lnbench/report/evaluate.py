@@ -209,3 +209,51 @@ def markdown_table(df: pd.DataFrame) -> str:
     for _, r in show[cols].iterrows():
         lines.append("| " + " | ".join(str(v) for v in r) + " |")
     return "\n".join(lines)
+
+
+def real_comparison(loaded: Any) -> dict[str, int]:
+    """lnbench and asv detection on a real results history, side by side.
+
+    Per detection series (``detect.detection_keys``, ok values in commit order): asv's
+    ``detect_steps`` + ``detect_regressions(threshold=0.05)`` (what ``asv publish`` lists
+    on its regressions page: jumps still visible at the latest value) against lnbench's
+    open regressions (what ``lnbench report regressions`` lists). Counts series with a
+    regression listed by each, by both, and how many listed regressions of each detector got
+    faster (after/before in the regression direction).
+    """
+    from asv.step_detect import detect_regressions, detect_steps
+
+    from lnbench.report.detect import detection_keys, find_changes
+
+    frame = loaded.frame
+    ok = frame[frame["status"].astype(str).eq("ok") & np.isfinite(frame["value"].astype(float))]
+    keys = detection_keys(ok, loaded.param_names)
+    changes = find_changes(frame, loaded.param_names)
+    ours = changes[changes["kind"].eq("regression") & changes["open"].astype(bool)]
+    fam = "env_family" if "env_family" in ours else "env"
+    show = [fam if k == "env_family" else k for k in keys if k != "bench_version"]
+    ours_series = set(zip(*(ours[k].astype(object).map(str) for k in show), strict=True))
+    ours_faster = int(sum((r < 1) != h for r, h in zip(ours["ratio"], [
+        bool(ok.loc[ok["benchmark"] == b, "higher_is_better"].iloc[0])
+        for b in ours["benchmark"]], strict=True)))
+    asv_series: set[tuple[str, ...]] = set()
+    asv_faster = 0
+    for key, g in ok.sort_values(["commit_order", "started_at"]).groupby(
+            keys, observed=True, dropna=False, sort=False):
+        if bool(g["retired"].iloc[0]) or not bool(g["version_ok"].iloc[0]):
+            continue  # asv publish shows only current benchmarks
+        y = g["value"].to_numpy(float)
+        if bool(g["higher_is_better"].iloc[0]):
+            y = 1.0 / y
+        if len(y) < 3:
+            continue
+        _, _, jumps = detect_regressions(detect_steps(y.tolist()), 0.05)
+        if jumps:
+            k = dict(zip(keys, key, strict=True))
+            asv_series.add(tuple(str(k[c]) for c in show))
+            asv_faster += sum(1 for _, _, before, after in jumps if after < before)
+    return {"series": int(ok.groupby(keys, observed=True, dropna=False).ngroups),
+            "lnbench_open_regression_series": len(ours_series),
+            "asv_regression_series": len(asv_series),
+            "both": len(ours_series & asv_series),
+            "lnbench_listed_faster": ours_faster, "asv_listed_faster": int(asv_faster)}
