@@ -197,6 +197,8 @@ def _machine_changes(changes: pd.DataFrame, machine: str, keys: list[str],
     if not len(changes) or not need <= set(changes.columns):
         return pd.DataFrame()
     ch = changes[changes["machine"].astype(str) == machine]
+    if "old_version" in ch.columns:  # a step of a version the plots leave out (version_ok)
+        ch = ch[~ch["old_version"].fillna(False).astype(bool)]
     if metric is not None:
         ch = ch[ch["metric"].astype(str) == metric]
     if not len(ch):
@@ -231,15 +233,17 @@ def _draw_history(data: pd.DataFrame, ch: pd.DataFrame, chosen: list[str],
                 lw=0.8, color="#336")
         if off.any():
             _draw_off_scale(ax, x[off], y[off])
-        for _, c in (ch[ch["_key"] == key].iterrows() if len(ch) else []):
+        mine = ch[ch["_key"] == key].sort_values("commit_order") if len(ch) else ch
+        for n_mark, (_, c) in enumerate(mine.iterrows()):
             at = pos.get(int(c["commit_order"])) if pd.notna(c["commit_order"]) else None
             if at is None:
                 continue
             color = "#c00" if c["kind"] == "regression" else "#080"
             ax.axvline(at - 0.5, color=color, ls="--", lw=1.2)
             ratio = float(c["ratio"])
-            if math.isfinite(ratio):  # written at the top of the line, always inside the axes
-                ax.annotate(f"{ratio:.3g}×", (at - 0.5, 0.97), xycoords=("data", "axes fraction"),
+            if math.isfinite(ratio):  # at the top of the line, always inside the axes; the
+                y_at = 0.97 - 0.09 * (n_mark % 3)  # labels of close changes are staggered
+                ax.annotate(f"{ratio:.3g}×", (at - 0.5, y_at), xycoords=("data", "axes fraction"),
                             color=color, fontsize=7, ha="left", va="top", xytext=(3, 0),
                             textcoords="offset points",
                             bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
@@ -322,12 +326,24 @@ def _machine_values(frame: pd.DataFrame, machine: str) -> pd.DataFrame:
     return data
 
 
+def _current(data: pd.DataFrame) -> pd.DataFrame:
+    """Rows of benchmarks still in ``benchmarks.json`` (the loader's ``retired`` column, where
+    it has one); NoData when none is left."""
+    if "retired" not in data.columns:
+        return data
+    current = data[~data["retired"].fillna(False).astype(bool)]
+    if current.empty:
+        raise NoData("only benchmarks no longer in benchmarks.json (retired)")
+    return current
+
+
 def series_that_changed_most(
     frame: pd.DataFrame, changes: pd.DataFrame, machine: str, params: list[str],
     top: int | None = None,
 ) -> pd.DataFrame:
     """The series of ``machine`` ranked by how much they changed, any benchmark of any suite.
 
+    Only benchmarks still in ``benchmarks.json`` (retired ones are history, not news).
     Series with a detected change come first, by their largest |log ratio| (the detector's
     verdict, which already weighs a step against the series' noise); then the rest by
     :func:`net_change` between their first and last levels (ties by name). One row per
@@ -335,7 +351,7 @@ def series_that_changed_most(
     ``env`` (its newest environment), ``severity`` (|log ratio|) and ``detected``. Raises
     NoData.
     """
-    data = _machine_values(frame, machine)
+    data = _current(_machine_values(frame, machine))
     keys = [k for k in _plot_keys(frame, changes, params) if k in data.columns]
     data = data.assign(_key=_key_of(data, keys))
     ch = _machine_changes(changes, machine, keys)
@@ -367,6 +383,12 @@ def changed_most_plot(
     measured in several. Returns (shown, total); raises NoData.
     """
     data = _machine_values(frame, machine)
+    current = _current(data)
+    if len(current) < len(data) and notes is not None:
+        gone = data.loc[~data.index.isin(current.index), "benchmark"].nunique()
+        notes.append(f"{gone} retired benchmark(s) (no longer in benchmarks.json) left out of "
+                     "the series that changed most")
+    data = current
     huge = _off_scale(data["value"])
     if huge.any() and notes is not None:
         notes.append(f"{int(huge.sum())} value(s) beyond ±{PLOT_MAX:.0e} (absurd) shown off "
@@ -388,7 +410,7 @@ def changed_most_plot(
 
     def title(r: pd.Series) -> str:
         bench = ".".join(str(r["benchmark"]).split(".")[-2:])
-        label = _series_label(r, names)
+        label = ", ".join(f"{p}={r[p]}" for p in names if pd.notna(r[p]))  # any suite's names
         if envs_of.get(bare_of.get(r["_key"]), 1) > 1:
             label = f"{label} [{r['env']}]".strip()
         return f"{bench}" + (f"\n{label}" if label else "")
