@@ -20,13 +20,34 @@ combination, in commit order, missing commits skipped):
    the threshold", with asv's factor idea (asv compare 1.1, asv publish 0.05) -- *and* their
    mean is ``z`` standard errors past it (``se = sigma · sqrt(1/P + π/(2n))``, the error of a
    P-point mean minus an n-point median).
-5. The first flagged commit of a run starts a new segment: later baselines use only points
+5. The first flagged commit of a run is moved to the best split within ``span`` commits
+   (``_refine``: least L1 error of a two-level fit, asv's Potts cost locally; never fewer than
+   ``persistence`` points after it) and starts a new segment: later baselines use only points
    from the new segment, so one step is reported once and a later revert is seen as the
    opposite change.
+6. Re-derivation (``_final_steps``): every split is re-fitted between its final neighbours
+   and re-tested on the segments around it -- medians of up to ``window`` points on each side,
+   ``min_ratio`` and ``z`` apart with ``se = σ·sqrt(v(n_b) + v(n_a))`` (``v(n) = π/(2n)``,
+   ``1/n`` for n ≤ 2); a segment inside the history needs ``MIN_LEVEL_POINTS`` points, the
+   final one ``persistence`` (then each past the threshold). The weakest failing change is
+   dropped and the rest re-tested until all hold (the merge step of asv's ``step_detect``).
+   Direction, before, after, ratio and z come from this test only, never from the first
+   flag -- the first flag's direction, kept after the split moved, was wrong on real
+   histories (django, photutils).
+7. The newest point, when it has stored samples (``_newest_change``): Mann–Whitney U of its
+   samples against the last runs' (``scipy.stats``, as ``asv compare`` does with samples)
+   *and* the run-to-run test of its value (``NewestConfig``); persistence for the rest.
 
-A regression is "open" while the series' latest level (median of the final segment's last
-``window`` points) is still past ``min_ratio`` of the regression's baseline -- the semantics of
-``asv publish``'s regressions page, which lists only jumps still visible at the latest commit.
+A change is "open" (``_describe``) while no later segment came back to within ``min_ratio``
+of its "before" level and the latest robust level (median of the last ``window`` points of the
+newest segment with ≥ ``MIN_LEVEL_POINTS`` points; a shorter final segment must agree) is still
+past ``min_ratio`` of it -- the semantics of ``asv publish``'s regressions page, which lists
+only jumps still visible at the latest commit, without trusting a 2-point level.
+
+Series (``detection_keys``): machine, environment *family* (``loader.env_family``), benchmark,
+stored benchmark version and parameters: no step across asv versions, and a new environment
+whose name differs only by its path or a hash continues its machine's history. Changes of
+retired benchmarks (absent from benchmarks.json) and old versions are never open.
 
 Everything is vectorised over a (series × position) matrix; only flagged commits are looked at
 one by one. ``find_changes`` wraps it for the tidy frame of ``lnbench.report.loader``.
@@ -240,7 +261,8 @@ def _test_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, sig: float,
     (``lo_seg .. t``, up to ``window``); True when it still holds: ≥ ``min_history`` points
     before, ≥ ``MIN_LEVEL_POINTS`` after (≥ ``persistence`` for the final segment, whose
     points must then each lie past the threshold), the medians ``min_ratio`` and ``z``
-    standard errors apart. A 2-point excursion inside the history is therefore no segment of its own."""
+    standard errors apart. A 2-point excursion inside the history is therefore no segment
+    of its own."""
     lo = max(lo_seg, t - cfg.window)
     hi = min(hi_seg, t + cfg.window)
     left, right = bs[lo:t], bs[t:hi]
