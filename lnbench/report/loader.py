@@ -349,7 +349,7 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 def _flat(column: Sequence[Any] | None, lens: list[int], total: int) -> list[Any]:
     """Per-chunk lists (an entry None: all None) flattened; _Irregular on a wrong length."""
-    if column is None:
+    if column is None or column.count(None) == len(column):
         return [None] * total
     if None in column:
         column = [[None] * n if c is None else c for c, n in zip(column, lens, strict=True)]
@@ -759,6 +759,8 @@ def _assemble(
 
     values = np.concatenate(cols.values)
     status = np.concatenate(cols.status)
+    cols.values.clear()
+    cols.status.clear()
     impossible = _impossible(values, bench_of_row, names, unit_of)
     if impossible.any():
         _impossible_errors(impossible, values, chunk_of_row, chunk_file, chunk_bench, cols,
@@ -769,8 +771,10 @@ def _assemble(
     frame["status"] = pd.Categorical.from_codes(status, categories=list(STATUSES))
     for key in STAT_KEYS:
         frame[key] = np.concatenate(cols.stats[key])
+        cols.stats[key].clear()
     samples = np.empty(len(cols.samples), dtype=object)
     samples[:] = cols.samples
+    cols.samples.clear()
     frame["samples"] = samples
     frame["started_at"] = pd.to_datetime(
         np.concatenate(cols.chunk_started)[chunk_of_row], unit="ms", utc=True
@@ -793,7 +797,7 @@ def _assemble(
     frame["env_family"] = per_file(fam)
     frame["noise_reason"] = np.full(len(values), None, dtype=object)
     frame["file"] = per_file(fdf["file"].tolist())
-    return pd.DataFrame(frame)
+    return pd.DataFrame(frame, copy=False)
 
 
 #: row statuses, in the order of their codes
