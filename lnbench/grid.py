@@ -18,7 +18,7 @@ import numpy as np
 
 from lnbench.dtypes import DTYPES, HALF, np_dtype, stats_dtype
 
-DISTS: tuple[str, ...] = ("normal", "offset", "constant", "outlier")
+DISTS: tuple[str, ...] = ("normal", "offset", "constant", "outlier", "correlated")
 EPS = 1e-5
 
 QUICK_SHAPES: tuple[tuple[int, int], ...] = ((2, 4), (1, 768), (64, 1023), (256, 1024), (32, 4096))
@@ -109,7 +109,7 @@ def _seed(case: Case) -> list[int]:
 
 def _draw_x(rng: np.random.Generator, case: Case) -> np.ndarray:
     M, N = case.M, case.N
-    x = rng.standard_normal((M, N))
+    x = rng.standard_normal((M, N))  # normal and correlated: N(0, 1)
     if case.dist == "offset":
         # |mean| >> std. 1e4 as in ANCHORS.md; 1e2 for 16-bit types, whose spacing at 1e4 (8 for
         # float16, 64 for bfloat16) would round N(0, 1) noise away entirely.
@@ -164,11 +164,13 @@ class CaseData:
     def _ref(self, affine: bool) -> tuple[tuple, tuple]:
         cache = self.__dict__.setdefault("_ref_cache", {})
         if affine not in cache:
-            from lnbench.reference import reference_backward, term_scales
+            from lnbench.reference import EXT, reference_backward, term_scales
 
             gamma = self.gamma if affine else np.ones_like(self.gamma)
-            cache[affine] = (reference_backward(self.dy, self.x, gamma, self.case.eps),
-                             term_scales(self.dy, self.x, gamma, self.case.eps))
+            # float64 is exact enough for float32 and 16-bit cases (reference.py)
+            work = EXT if self.case.dtype == "float64" else np.float64
+            cache[affine] = (reference_backward(self.dy, self.x, gamma, self.case.eps, work),
+                             term_scales(self.dy, self.x, gamma, self.case.eps, work))
         return cache[affine]
 
     def gamma_for(self, affine: bool) -> np.ndarray:
@@ -184,11 +186,33 @@ def make_data(case: Case) -> CaseData:
         raise ValueError(f"unknown distribution {case.dist!r}")
     rng = np.random.default_rng(_seed(case))
     dt = np_dtype(case.dtype)
-    x = _draw_x(rng, case).astype(dt)
-    dy = rng.standard_normal((case.M, case.N)).astype(dt)
-    gamma = rng.standard_normal(case.N).astype(dt)
+    x64 = _draw_x(rng, case)
+    x = x64.astype(dt)
+    if case.dist == "correlated":
+        dy, gamma = _correlated_dy_gamma(rng, x.astype(np.float64))
+        dy, gamma = dy.astype(dt), gamma.astype(dt)
+    else:
+        dy = rng.standard_normal((case.M, case.N)).astype(dt)
+        gamma = rng.standard_normal(case.N).astype(dt)
     beta = rng.standard_normal(case.N).astype(dt)
     return CaseData(case, x, dy, gamma, beta)
+
+
+def _correlated_dy_gamma(rng: np.random.Generator, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``correlated``: dy = s·x̂ + 0.01·noise per row (s ~ U(0.5, 1.5)), γ = 1 + 0.01·noise.
+
+    The inputs that expose formula bugs: with g = dy·γ ≈ s·x̂, mean(g·x̂) ≈ s is large, so the
+    x̂·mean(g·x̂) term of dx is as large as g and dx ≈ r·(noise) is what is left after it cancels;
+    a wrong variance divisor (N − 1), a dropped or doubled term, or a wrong row's statistics
+    shows at once. With random dy and γ, mean(g·x̂) ~ 1/√N hides them. dγ sums same-sign terms
+    (s·x̂² > 0), so its error grows with M like a correct sum's."""
+    M, N = x.shape
+    xc = x - x.mean(axis=1, keepdims=True)
+    xhat = xc / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + EPS)
+    s = rng.uniform(0.5, 1.5, size=(M, 1))
+    dy = s * xhat + 0.01 * rng.standard_normal((M, N))
+    gamma = 1.0 + 0.01 * rng.standard_normal(N)
+    return dy, gamma
 
 
 def load_inputs(path: str) -> CaseData:

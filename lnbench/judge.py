@@ -1,20 +1,75 @@
-"""Judging an implementation's gradients against the exact reference.
+"""Judging an implementation's gradients against the exact reference, element by element.
 
-Per gradient: ``max_abs_err`` = max|got − ref| and ``rel_err`` = max|got − ref| / max|ref|.
-Where the reference is exactly zero (dγ of zero-variance rows, dx of N = 1), max|ref| is
-replaced by the scale T of the terms it sums (for dγ with x̂ ≡ 0, that of dβ's terms).
-Tolerance (README "Tolerances"):
+Each element of each gradient gets its own forward-error bound ``B`` — the error a *sound*
+implementation may have there — and the verdict is ``err_ratio = max |got − ref| / B ≤ 1``.
+The bound is built per gradient from the pieces of the computation that element depends on,
+never as a product of global factors, so no case's worst element (a zero-variance row, the 2×4
+case's cancellation) sets the scale for the others.
 
-    tol = 4·u_out + u_acc·(4·κ + 4·sqrt(L))·c
+A sound implementation
+----------------------
+accumulates in ``u``: the unit roundoff of float32 for 16-bit and float32 inputs, of float64 for
+float64 (2**-24, 2**-53); rounds each result once to the output dtype (``u_o`` = 2**-24 float32,
+2**-11 float16, 2**-8 bfloat16, 2**-53 float64); sums in any order (row by row, in blocks,
+pairwise, vectorised lanes); takes μ and rstd from the saved statistics (rounded once to their
+dtype) or computes its own with a pairwise- or blocked-summation mean and variance, or in float64.
 
-- ``u_out``: unit roundoff of the output dtype — one rounding of the result is unavoidable
-  (2**-24 float32, 2**-11 float16, 2**-8 bfloat16, 2**-53 float64);
-- ``u_acc``: unit roundoff of a sound accumulation dtype (float32 for 16-bit inputs);
-- ``κ = max |x|·rstd``: x − μ with μ rounded or summed in u_acc loses a few u_acc·|μ|·rstd
-  (the "offset" case: κ ≈ 1e4); applies to dx and dγ, not to dβ = Σ dy;
-- ``L``: the reduction length (N for dx, M for dγ and dβ); random-walk growth sqrt(L);
-- ``c = max(1, T / max|ref|)``: the condition number of the summation (Higham §4.2) — where
-  the result cancels (N = 2, column sums of dy near zero) its relative error grows by c.
+Rounding-error model (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., §2-§4;
+Higham & Mary, "A New Approach to Probabilistic Rounding Error Analysis", SIAM J. Sci. Comput.
+41 (2019)). Each operation is exact times (1 + δ), |δ| ≤ u. A recursive sum of n terms t_k has
+error Σ_k δ_k·s_k over its partial sums s_k; its worst case γ_{n−1}·Σ|t| (γ_n = nu/(1 − nu),
+§4.2) grows like n and would let a 1 % error through at M = 32768 (γ_32767 ≈ 2e-3 in float32, far
+above a correct sum's error). Treating the δ_k as independent, mean-zero and bounded (the
+probabilistic model), the error is sub-Gaussian with standard deviation at most
+u·sqrt(Σ s_k²)/√3, and with λ standard deviations
+
+    E_sum(t) = λ · u · sqrt(P² + (n/2 + K_T²)·Q²) / √3,
+    P² = Σ_k s_k² (partial sums in the natural order),  Q² = Σ_k t_k²,
+
+where P covers recursive and blocked sums in the natural order (same-sign terms: P ≈ Σ|t|·√(n/3),
+the √n growth of a correct sum and no faster), n·Q²/2 the partial sums of any other order of
+sign-mixed terms (≈ what P is for independent terms), and K_T·Q the terms' own roundings. For
+zero-mean terms this is ≈ λ·u·Q·√n, √n times smaller than the worst-case γ_n·Σ|t|, which is what
+lets float16 partial sums (error ~u_16·Q·√n) be told from float32 ones.
+
+Per gradient (x̂ = (x − μ)·r, r = rstd, g = dy·γ, m_g = mean_j g, m_gx = mean_j g·x̂ per row):
+
+- **dβ_j = Σ_i dy_ij** (column j, M terms, exact): ``B = u_o·|dβ_j| + E_sum(dy_·j)``.
+- **dγ_j = Σ_i dy_ij·x̂_ij**: ``B = u_o·|dγ_j| + E_sum(t_·j) + λ/√3·sqrt(Σ_i (t_ij·ρ)² +
+  (dy_ij·c_i)²)`` — the sum, plus what an error in x̂ does to each term, independent from row to
+  row: a relative error ρ (rstd rounded or computed, x̂'s own roundings) and a shift c_i of x̂ by
+  the error of μ. **κ enters only here and in dx, only through c_i = r_i·Δμ_i**, with
+  Δμ_i = u·(K_MU + ⌈log2 N⌉)·mean_j|x_ij| — the saved mean's rounding, or an implementation's own
+  mean from a pairwise or blocked sum (Higham §4.2: γ_{⌈log2 N⌉}·Σ|x|/N) or from float64.
+  On `offset` rows (|μ|·r ≈ 1e4) this term dominates dγ and grows like √M, as the error does.
+- **dx_ij = r_i·(g_ij − m_g − x̂_ij·m_gx)** per element against its own row's numbers:
+  ``B = u_o·|dx_ij| + K_E·u·T_ij + r_i·(E_sum(g_i·) + |x̂_ij|·E_sum((g·x̂)_i·))/N
+  + r_i·((c_i + e_ij)·|m_gx| + |x̂_ij|·(c_i·|m_g| + mean_k |g_ik|·e_ik)) + ρ·(|dx_ij| +
+  2·r_i·|x̂_ij·m_gx|)``, with T_ij = r_i·(|g_ij| + |m_g| + |x̂_ij·m_gx|) the element's terms (K_E
+  roundings of them), the two row means' sums, the shift c_i of x̂ and the roundings
+  e_ij = K_X·u·(|x_ij| + |μ_i|)·r_i of formulas that expand x̂ into x and μ (caffe2's raw-x
+  form), and the relative error ρ of rstd (first order: ρ·(dx − 2·r·x̂·m_gx)).
+- Every bound adds the output dtype's smallest subnormal (a result that underflows).
+
+Constants: λ = 4 (a 4-standard-deviation event, 6e-5 per sum for a Gaussian; the model's σ is
+itself an upper estimate), K_T = 3, K_E = 5, K_X = 3, K_MU = 2, ρ = u·(4 + ⌈log2 N⌉/2 + √N/4)
+(saved rstd rounding, x̂'s two roundings, and an implementation's own variance halved by the
+square root: pairwise, or Welford's updating algorithm as torch.var uses it, whose error grows
+like √N — torch.kevin in float64 at 32×4096 has rstd 17u off). They are
+calibrated on tests/test_mutations.py's correct implementations (two-pass float64, fused float32
+as in llm.c and the Triton tutorial, own-mean float64 as flax, float32-upcast 16-bit, fast-math
+with vectorised lanes, the six seed formulations, torch) so that every correct one passes every
+case of the full grid with room (worst err_ratio in docs/judge.md), while its planted bugs fail.
+
+Numbers on the grid (``python -m lnbench.judge``, docs/judge.md has the table): float32 `offset`
+dγ bound relative to max|dγ| (the row's ``tol``) is 2.5e-3 at 256×1024, 2.3e-3 at 4096×768 and
+2.4e-3 at 32768×768, where correct implementations land at 1e-4 to 3e-4 and a 1 % error fails;
+the normwise tolerance it replaces was 1.06e-2, 3.2e-2 and 0.101.
+
+Reported per gradient: ``max_abs_err`` = max|got − ref|; ``rel_err`` = max_abs_err / max|ref|
+(max|ref| replaced, where the reference is exactly zero, by the scale of the terms it sums);
+``err_ratio`` = max |got − ref| / B, the verdict (pass iff ≤ 1); ``tol`` = max B / max|ref|,
+the loosest element's bound in rel_err's units (a pass implies rel_err ≤ tol, not conversely).
 """
 
 from __future__ import annotations
@@ -26,11 +81,20 @@ from typing import Any
 import numpy as np
 
 from lnbench.arrays import to_numpy
-from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, dtype_name
+from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, dtype_name, np_dtype
 from lnbench.grid import Case, CaseData
 from lnbench.registry import Impl, as_triple
 
 GRADS = ("dx", "dgamma", "dbeta")
+
+LAMBDA = 4.0  # standard deviations of the probabilistic summation bound
+K_T = 3.0  # roundings of each summed term (products, x̂)
+K_E = 5.0  # roundings of one dx element's expression
+K_X = 3.0  # roundings of formulas that expand x̂ = (x − μ)·r into x and μ
+K_K = 2.0  # dx: κ_i = |μ_i|·r_i roundings of the terms (formulas in raw x and μ, e.g. ATen's)
+K_MU = 8.0  # mean: saved (one rounding), 6 ulps (jnp.mean), or own pairwise sum: + ⌈log2 N⌉
+K_R = 4.0  # rstd/x̂ relative error: rstd's and x̂'s roundings; + ⌈log2 N⌉/2 + √N/4 (own variance)
+ROW_CHUNK = 1024  # rows per block when computing bounds (bounds the temporaries' memory)
 
 
 @dataclass
@@ -48,39 +112,146 @@ class GradResult:
     passed: bool
     status: str  # ok | fail | skipped | error
     reason: str
+    err_ratio: float | None = None  # max |got − ref| / its element's bound; passes iff <= 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("max_abs_err", "rel_err", "tol"):  # JSON has no inf/NaN
+        for k in ("max_abs_err", "rel_err", "tol", "err_ratio"):  # JSON has no inf/NaN
             v = d[k]
             if v is not None and not math.isfinite(v):
                 d[k] = None if math.isnan(v) else (1e308 if v > 0 else -1e308)
         return d
 
 
+def _log2_ceil(n: int) -> int:
+    return max(0, (int(n) - 1).bit_length())
+
+
+def error_bounds(xp: Any, x: Any, dy: Any, gamma: Any, eps: float, dtype: str,
+                 ) -> tuple[Any, Any, Any]:
+    """Per-element bounds (B_dx (M, N), B_dγ (N,), B_dβ (N,)) of the module docstring.
+
+    ``xp`` is an array namespace (``array_api_compat.numpy`` or ``.torch``, so a GPU caller
+    computes them where its data is); x, dy, γ are the case's inputs as float64 arrays of ``xp``.
+    The bounds are float64 and computed in float64 (an estimate needs no extended precision).
+    """
+    u, uo = UNIT_ROUNDOFF[compute_dtype(dtype)], UNIT_ROUNDOFF[dtype]
+    tiny = float(_finfo(dtype).smallest_subnormal)
+    M, N = x.shape
+    lam3 = LAMBDA / math.sqrt(3.0)
+    lg = _log2_ceil(N)
+    rho = u * (K_R + lg / 2 + math.sqrt(N) / 4)
+    k_mu = u * (K_MU + lg)
+    col = {k: xp.zeros((N,), dtype=xp.float64, device=_dev(xp, x))
+           for k in ("s_t", "p_t", "q_t", "s_d", "p_d", "q_d", "c2")}
+    bdx = []
+    for i0 in range(0, M, ROW_CHUNK):
+        xs, ds = x[i0:i0 + ROW_CHUNK, :], dy[i0:i0 + ROW_CHUNK, :]
+        mu = xp.mean(xs, axis=1, keepdims=True)
+        xc = xs - mu
+        r = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)
+        xh = xc * r
+        del xc
+        g = ds * gamma
+        gx = g * xh
+        m_g = xp.mean(g, axis=1, keepdims=True)
+        m_gx = xp.mean(gx, axis=1, keepdims=True)
+        dx = r * (g - m_g - xh * m_gx)
+        ax = xp.abs(xs)
+        c = r * k_mu * xp.mean(ax, axis=1, keepdims=True)  # shift of x̂ by μ's error
+        e = (K_X * u) * (ax + xp.abs(mu)) * r  # roundings of raw-x expansions
+        del ax
+        ag, axh, am_gx = xp.abs(g), xp.abs(xh), xp.abs(m_gx)
+        T = r * (ag + xp.abs(m_g) + axh * am_gx)
+        b = ((K_E * u + (K_K * u) * xp.abs(mu) * r) * T
+             + r * (_sum_err(xp, g, 1, u, lam3) + axh * _sum_err(xp, gx, 1, u, lam3)) / N
+             + r * ((c + e) * am_gx + axh * (c * xp.abs(m_g)
+                                            + xp.mean(ag * e, axis=1, keepdims=True)))
+             + rho * (xp.abs(dx) + 2.0 * r * axh * am_gx))
+        bdx.append(uo * xp.abs(dx) + tiny + (1.0 + uo) * b)
+        del T, e, ag, gx, g, dx, b
+        t = ds * xh
+        for pre, a in (("t", t), ("d", ds)):  # column sums: carry the natural-order prefix
+            ps = xp.cumulative_sum(a, axis=0) + col["s_" + pre]
+            col["p_" + pre] = col["p_" + pre] + xp.sum(ps * ps, axis=0)
+            col["q_" + pre] = col["q_" + pre] + xp.sum(a * a, axis=0)
+            col["s_" + pre] = ps[-1, :]
+            del ps
+        col["c2"] = col["c2"] + xp.sum((ds * c) ** 2, axis=0)
+        del t, xh, c
+    b_dx = xp.concat(bdx, axis=0) if len(bdx) > 1 else bdx[0]
+    sum_t = lam3 * u * xp.sqrt(col["p_t"] + (M / 2 + K_T**2) * col["q_t"])
+    b_dg = (uo * xp.abs(col["s_t"]) + tiny
+            + (1.0 + uo) * (sum_t + lam3 * xp.sqrt(rho**2 * col["q_t"] + col["c2"])))
+    b_db = (uo * xp.abs(col["s_d"]) + tiny
+            + (1.0 + uo) * lam3 * u * xp.sqrt(col["p_d"] + (M / 2 + K_T**2) * col["q_d"]))
+    return b_dx, b_dg, b_db
+
+
+def _sum_err(xp: Any, a: Any, axis: int, u: float, lam3: float) -> Any:
+    """E_sum of the module docstring for sums of ``a`` along ``axis`` (keepdims)."""
+    n = a.shape[axis]
+    ps = xp.cumulative_sum(a, axis=axis)
+    p2 = xp.sum(ps * ps, axis=axis, keepdims=True)
+    q2 = xp.sum(a * a, axis=axis, keepdims=True)
+    return lam3 * u * xp.sqrt(p2 + (n / 2 + K_T**2) * q2)
+
+
+def _finfo(dtype: str) -> Any:
+    import ml_dtypes
+
+    return ml_dtypes.finfo(np_dtype(dtype))
+
+
+def _dev(xp: Any, a: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
+def case_bounds(data: CaseData, affine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`error_bounds` of a case (cached on the CaseData with its reference)."""
+    cache = data.__dict__.setdefault("_bound_cache", {})
+    if affine not in cache:
+        import array_api_compat.numpy as xp
+
+        f64 = [np.asarray(a, dtype=np.float64) for a in (data.x, data.dy, data.gamma_for(affine))]
+        cache[affine] = error_bounds(xp, *f64, data.eps, data.case.dtype)
+    return cache[affine]
+
+
+def _ref_scale(data: CaseData, grad: str, affine: bool, ref: np.ndarray) -> float:
+    """max|ref|, or where the reference is exactly zero the scale of the terms it sums."""
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    if scale == 0.0:
+        T = data.term_scales(affine)
+        # dγ of zero-variance rows sums dy·x̂ with x̂ ≡ 0: take |x̂| ~ 1, i.e. dβ's terms
+        scale = T[GRADS.index(grad)] or (T[2] if grad == "dgamma" else 0.0)
+    return scale
+
+
 def tolerance(data: CaseData, grad: str, affine: bool = True) -> float:
-    """The dtype- and conditioning-aware tolerance on ``rel_err`` (module docstring)."""
-    S, T = _scales(data, grad, affine)
-    return tolerance_from_scales(data.case, data.kappa, grad, S, T)
+    """The row's ``tol``: max of the gradient's element bounds / max|ref| (module docstring)."""
+    i = GRADS.index(grad)
+    ref = data.reference(affine)[i]
+    b = case_bounds(data, affine)[i]
+    scale = _ref_scale(data, grad, affine, ref)
+    bmax = float(np.max(b)) if b.size else 0.0
+    return bmax / scale if scale > 0 else bmax
 
 
 def tolerance_from_scales(case: Case, kappa: float, grad: str, S: float, T: float) -> float:
-    """:func:`tolerance` from the numbers it needs: κ of the case, S = max|reference| of the
-    gradient and T = its term scale (``reference.term_scales``). For a caller that has them
-    without the extended-precision reference (``scripts/gpu-check`` computes them on the GPU)."""
+    """The normwise tolerance on rel_err this judge used before per-element bounds:
+    ``4·u_out + u_acc·(4·κ + 4·sqrt(L))·max(1, T/S)`` from κ, S = max|ref| and T = the term
+    scale (``reference.term_scales``). Kept for callers that have only those numbers
+    (``scripts/gpu-check``); it is looser than :func:`error_bounds` (docs/judge.md), which
+    a GPU caller can evaluate on its own arrays."""
     u_out = UNIT_ROUNDOFF[case.dtype]
     u_acc = UNIT_ROUNDOFF[compute_dtype(case.dtype)]
     L = case.N if grad == "dx" else case.M
     k = kappa if grad != "dbeta" else 0.0
     c = max(1.0, T / S) if S > 0 else 1.0
     return 4 * u_out + u_acc * (4 * k + 4 * math.sqrt(L)) * c
-
-
-def _scales(data: CaseData, grad: str, affine: bool) -> tuple[float, float]:
-    """(max|ref|, T): the result's scale and the scale of the terms it sums."""
-    i = GRADS.index(grad)
-    ref = data.reference(affine)[i]
-    return (float(np.max(np.abs(ref))) if ref.size else 0.0), data.term_scales(affine)[i]
 
 
 def grads_for(impl: Impl) -> tuple[str, ...]:
@@ -91,10 +262,13 @@ def grads_for(impl: Impl) -> tuple[str, ...]:
 def judge_grad(
     got: Any, ref: np.ndarray, grad: str, data: CaseData, affine: bool = True
 ) -> tuple[str, str, dict]:
-    """(status, reason, numbers) for one gradient; ``ref`` is ``data.reference(affine)[i]``."""
+    """(status, reason, numbers) for one gradient; ``ref`` is ``data.reference(affine)[i]``.
+
+    ``numbers``: max_abs_err, rel_err, tol, err_ratio (module docstring)."""
     case = data.case
+    bound = case_bounds(data, affine)[GRADS.index(grad)]
     nums: dict[str, float | None] = {"max_abs_err": None, "rel_err": None,
-                                     "tol": tolerance(data, grad, affine)}
+                                     "tol": tolerance(data, grad, affine), "err_ratio": None}
     if got is None:
         return "fail", f"{grad} is None (an affine implementation must return it)", nums
     try:
@@ -105,29 +279,39 @@ def judge_grad(
     if tuple(arr.shape) not in want:
         exp = " or ".join(map(str, want))
         return "fail", f"{grad} shape {tuple(arr.shape)}, expected {exp}", nums
-    if dtype_name(arr.dtype) != case.dtype:
-        return "fail", f"{grad} dtype {dtype_name(arr.dtype)}, expected {case.dtype}", nums
     a = arr.astype(np.float64).reshape(ref.shape)
     diff = np.abs(a - ref)
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    if scale == 0.0:  # exactly-zero reference: judge against the scale of its terms
-        T = data.term_scales(affine)
-        # dγ of zero-variance rows sums dy·x̂ with x̂ ≡ 0: take |x̂| ~ 1, i.e. dβ's terms
-        scale = T[GRADS.index(grad)] or (T[2] if grad == "dgamma" else 0.0)
+    scale = _ref_scale(data, grad, affine, ref)
     max_abs = float(np.max(diff)) if diff.size else 0.0
     rel = max_abs / scale if scale > 0 else max_abs
-    nums.update(max_abs_err=max_abs, rel_err=rel)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio_all = diff / bound.reshape(ref.shape)
+    finite = np.isfinite(a)
+    ratio = float(np.max(ratio_all[finite])) if finite.any() else 0.0
     n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
     if n_nan or n_inf:
+        ratio = math.inf
+    nums.update(max_abs_err=max_abs, rel_err=rel, err_ratio=ratio)
+    if dtype_name(arr.dtype) != case.dtype:
+        # the values are judged all the same: the row says what error they would have had
+        return "fail", (f"{grad} dtype {dtype_name(arr.dtype)}, expected {case.dtype}"
+                        f" (values: {_verdict_text(ratio)})"), nums
+    if n_nan or n_inf:
         return "fail", f"{grad} has non-finite values ({n_nan} NaN, {n_inf} inf)", nums
-    # zeros for a nonzero reference fail even when the reference is tiny (KernelBench #165),
-    # unless the reference is itself zero within the tolerance: all its size is cancellation
-    # noise (e.g. dx at N = 2, where x̂ = ±1 makes dx vanish but for eps), so tol >= 1
-    if float(np.max(np.abs(ref), initial=0.0)) > 0 and not np.any(a) and nums["tol"] < 1.0:
-        return "fail", f"{grad} is all zeros (reference scale {scale:.3g})", nums
-    if rel > nums["tol"]:
-        return "fail", f"{grad} rel_err {rel:.3g} > tol {nums['tol']:.3g}", nums
+    if ratio > 1.0:
+        k = np.unravel_index(int(np.argmax(np.where(finite, ratio_all, -1.0))), ref.shape)
+        where = f"[{', '.join(map(str, k))}]"
+        if float(np.max(np.abs(ref), initial=0.0)) > 0 and not np.any(a):
+            return "fail", f"{grad} is all zeros (reference scale {scale:.3g})", nums
+        return "fail", (f"{grad} error {diff[k]:.3g} at {where} is {ratio:.3g}x its bound "
+                        f"{float(bound.reshape(ref.shape)[k]):.3g} (rel_err {rel:.3g})"), nums
     return "ok", "", nums
+
+
+def _verdict_text(ratio: float) -> str:
+    if not math.isfinite(ratio):
+        return "non-finite"
+    return f"err_ratio {ratio:.3g}, {'within' if ratio <= 1 else 'out of'} bounds"
 
 
 def _rows(impl: Impl, data: CaseData | Case, status: str, reason: str,
@@ -138,7 +322,7 @@ def _rows(impl: Impl, data: CaseData | Case, status: str, reason: str,
         st, why, nums = per_grad[g] if per_grad else (status, reason, {})
         out.append(GradResult(impl.name, c.name, c.M, c.N, c.dtype, c.dist, g,
                               nums.get("max_abs_err"), nums.get("rel_err"), nums.get("tol"),
-                              st == "ok", st, why))
+                              st == "ok", st, why, nums.get("err_ratio")))
     return out
 
 
@@ -165,6 +349,7 @@ def check_impl(impl: Impl, data: CaseData) -> list[GradResult]:
         return _rows(impl, data, "error", error_reason(e))
     try:
         ref = data.reference(impl.affine)
+        case_bounds(data, impl.affine)
     except MemoryError as e:  # the machine, not the implementation: said so, and the run goes on
         return _rows(impl, data, "error", f"reference: {error_reason(e)}")
     per = {g: judge_grad(outs[i], ref[i], g, data, impl.affine) for i, g in enumerate(GRADS)}
@@ -178,16 +363,54 @@ def case_error_rows(impl: Impl, case: Case, reason: str) -> list[GradResult]:
     return _rows(impl, case, "skipped", why) if why else _rows(impl, case, "error", reason)
 
 
+SUMMARY_MIN_N = 64  # worst_rel_err_n64: leaves out the tiny, cancelling cases (2x4's N = 4)
+
+
 def summarize(results: list[GradResult]) -> dict[str, Any]:
-    """Counts per status overall and per implementation, and the worst rel_err per impl/grad."""
+    """Counts per status overall and per implementation, and per impl/grad: ``worst_err_ratio``
+    (the verdict's measure, comparable across cases: pass iff <= 1), ``worst_rel_err`` over all
+    cases and ``worst_rel_err_n64`` over cases with N >= 64 (not set by the 2x4 case)."""
     counts = {s: 0 for s in ("ok", "fail", "error", "skipped")}
     per_impl: dict[str, dict[str, Any]] = {}
     for r in results:
         counts[r.status] += 1
-        d = per_impl.setdefault(r.impl, {s: 0 for s in counts} | {"worst_rel_err": {}})
+        d = per_impl.setdefault(r.impl, {s: 0 for s in counts} | {
+            "worst_rel_err": {}, "worst_rel_err_n64": {}, "worst_err_ratio": {}})
         d[r.status] += 1
-        if r.rel_err is not None:
-            w = d["worst_rel_err"]
-            e = r.rel_err if math.isfinite(r.rel_err) else 1e308  # NaN/inf: worst, JSON-safe
-            w[r.grad] = max(w.get(r.grad, 0.0), e)
+        for key, v, use in (("worst_rel_err", r.rel_err, True),
+                            ("worst_rel_err_n64", r.rel_err, r.N >= SUMMARY_MIN_N),
+                            ("worst_err_ratio", r.err_ratio, True)):
+            if v is not None and use:
+                w = d[key]
+                e = v if math.isfinite(v) else 1e308  # NaN/inf: worst, JSON-safe
+                w[r.grad] = max(w.get(r.grad, 0.0), e)
     return {"total": len(results), **counts, "impls": per_impl}
+
+
+def grid_numbers(grid: str = "full", dtypes: tuple[str, ...] = ("float32",),
+                 dists: tuple[str, ...] = ("normal", "offset", "correlated")) -> list[dict]:
+    """tol of each gradient (this judge's, and the normwise one it replaced) on a grid's cases:
+    the numbers docs/judge.md quotes (``python -m lnbench.judge``)."""
+    from lnbench.grid import cases, make_data
+
+    out = []
+    for c in cases(grid, dtypes=list(dtypes), dists=list(dists)):
+        data = make_data(c)
+        for g in GRADS:
+            i = GRADS.index(g)
+            ref = data.reference()[i]
+            S = float(np.max(np.abs(ref))) if ref.size else 0.0
+            out.append({"case": c.name, "grad": g, "tol": tolerance(data, g),
+                        "old_tol": tolerance_from_scales(c, data.kappa, g, S,
+                                                         data.term_scales()[i])})
+        del data
+    return out
+
+
+if __name__ == "__main__":  # python -m lnbench.judge [grid]: the tolerance table of docs/judge.md
+    import sys
+
+    rows = grid_numbers(sys.argv[1] if len(sys.argv) > 1 else "full")
+    print(f"{'case':32s} {'grad':7s} {'tol':>9s} {'old tol':>9s}")
+    for r in rows:
+        print(f"{r['case']:32s} {r['grad']:7s} {r['tol']:9.2e} {r['old_tol']:9.2e}")

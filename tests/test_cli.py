@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from lnbench.cli import main
+from lnbench.grid import DISTS
 
 LIST_KEYS = {"name", "family", "array", "device", "dtypes", "affine", "available", "reason"}
 RESULT_KEYS = {"impl", "case", "M", "N", "dtype", "dist", "grad", "max_abs_err", "rel_err", "tol",
+               "err_ratio",
                "passed", "status", "reason"}
 TINY = ["--shape", "2x4", "--shape", "3x40", "--dtype", "float32", "--dist", "normal"]
 
@@ -30,7 +32,8 @@ PLUGIN = '''
         g = dy.astype(f) * gamma.astype(f)
         dx = rstd.astype(f) * (g - g.mean(1, keepdims=True)
                                - xhat * (g * xhat).mean(1, keepdims=True))
-        return dx.astype(x.dtype), (dy * xhat).sum(0).astype(x.dtype), dy.sum(0).astype(x.dtype)
+        return (dx.astype(x.dtype), (dy.astype(f) * xhat).sum(0).astype(x.dtype),
+                dy.astype(f).sum(0).astype(x.dtype))
 
     {body}
 '''
@@ -295,7 +298,7 @@ def test_subprocess_check_json_and_exit_codes(tmp_path):
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert all(set(r) == RESULT_KEYS and r["status"] == "ok" for r in doc["results"])
-    assert doc["summary"]["total"] == len(doc["results"]) == 4 * (3 + 1)
+    assert doc["summary"]["total"] == len(doc["results"]) == len(DISTS) * (3 + 1)
 
     plugin = tmp_path / "neg.py"
     plugin.write_text(plugin_src('lnbench.register("sub.zero", lambda *a: tuple(0 * o for o in '

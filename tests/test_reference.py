@@ -248,14 +248,23 @@ def test_forward_stats_naive_float32_is_useless_but_reference_is_not():
 
 
 def test_grid_reference_uses_the_case_inputs():
-    """CaseData.reference equals reference_backward on exactly the (rounded) case inputs."""
+    """CaseData.reference equals reference_backward on exactly the (rounded) case inputs: in
+    float64 working precision for a 16-bit case (within 4 float64 ulps of extended precision,
+    far below the judge's bounds for it), extended for a float64 case."""
     d = make_data(Case(3, 16, "float16", "normal"))
     got = d.reference(True)
-    want = reference_backward(d.dy, d.x, d.gamma, d.eps)
-    for g, w in zip(got, want, strict=True):
+    want = reference_backward(d.dy, d.x, d.gamma, d.eps, np.float64)
+    ext = reference_backward(d.dy, d.x, d.gamma, d.eps)
+    for g, w, e in zip(got, want, ext, strict=True):
         np.testing.assert_array_equal(g, w)
+        np.testing.assert_allclose(g, e, rtol=4 * 2.0**-53, atol=1e-15)
     dx1 = d.reference(False)[0]
-    np.testing.assert_array_equal(dx1, reference_backward(d.dy, d.x, np.ones(16), d.eps)[0])
+    np.testing.assert_array_equal(dx1, reference_backward(d.dy, d.x, np.ones(16), d.eps,
+                                                          np.float64)[0])
+    d64 = make_data(Case(3, 16, "float64", "normal"))
+    for g, w in zip(d64.reference(True), reference_backward(d64.dy, d64.x, d64.gamma, d64.eps),
+                    strict=True):
+        np.testing.assert_array_equal(g, w)
 
 
 # ------------------------------------------------------------------ properties
