@@ -6,8 +6,12 @@ one benchmark layout) and are skipped in ``setup`` with NotImplementedError(reas
 records as skipped — never as a number.
 
 ``Metrics.setup_cache`` measures every point once with ``lnbench.measure.run`` (the code behind
-``lnbench run``) and each ``track_*`` reads its number; asv's own ``time_``/``peakmem_`` time
-the same thunk with asv's timer (CUDA calls are synchronised so the host timer is valid).
+``lnbench run``: a case's implementations interleaved, re-measured under interference) and each
+``track_*`` reads its number; asv's own ``time_``/``peakmem_`` time the same thunk with asv's
+timer (CUDA calls are synchronised so the host timer is valid). asv stores numbers only, so the
+interference of every Metrics point and of every ``time_backward`` point goes to a sidecar file
+of the asv run (:func:`write_interference`; format in lnbench.measure.interference, where the
+thresholds are derived; docs/measurement.md).
 """
 
 from __future__ import annotations
