@@ -51,7 +51,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,7 @@ class _FileChunks:
     stats: dict[str, list[Any]]
     started: list[Any]
     versions: list[Any]
+    params: list[Any] = field(default_factory=list)
 
 
 def _check_time(value: Any, what: str, allow_none: bool = False) -> float:
@@ -392,6 +394,7 @@ def _fast_chunks(
         {k: _flat(column("stats_" + k), lens, total) for k in STAT_KEYS},
         list(started) if started is not None else [None] * nb,
         list(versions) if versions is not None else [None] * nb,
+        list(params or ()),
     )
 
 
@@ -435,6 +438,7 @@ def _slow_chunks(
             out.stats[key].extend(_as_list(get("stats_" + key), n))
         out.started.append(get("started_at"))
         out.versions.append(get("version"))
+        out.params.append(params)
     return out
 
 
@@ -495,19 +499,28 @@ def _started_array(ch: _FileChunks) -> np.ndarray:
     return arr
 
 
-def _parse_result_file(
-    path: Path,
-    dir_machine: str,
-    file_idx: int,
-    cols: _Columns,
-    combos: _ComboTable,
-    benchmarks: dict[str, dict[str, Any]],
-    errors: list[LoadError],
-) -> dict[str, Any] | None:
-    """Append one result file's rows to ``cols``; return its file-level record, or None.
+@dataclass
+class _FileRead:
+    """One result file read (in this process or a worker): everything but the row ids."""
+
+    path: Path
+    rec: dict[str, Any] | None
+    chunks: _FileChunks | None = None
+    values: np.ndarray | None = None
+    status: np.ndarray | None = None
+    stats: np.ndarray | None = None
+    started: np.ndarray | None = None
+    errors: list[LoadError] = field(default_factory=list)
+
+
+def _read_result_file(
+    path: Path, dir_machine: str, combos: _ComboTable, benchmarks: dict[str, dict[str, Any]],
+) -> _FileRead:
+    """Read one result file into arrays; every problem is a LoadError in the result.
 
     asv results version 1 (asv < 0.5) is converted in memory as ``asv update`` would.
     """
+    errors: list[LoadError] = []
     try:
         data = _read_json(path)
         if isinstance(data, dict) and data.get("version") == 1:
@@ -522,7 +535,6 @@ def _parse_result_file(
             raise ValueError("'result_columns' must be a list and 'results' an object")
         date = _check_time(data["date"], "date")
         col_index = {name: i for i, name in enumerate(columns)}
-        n_err = len(errors)
         try:
             ch = _fast_chunks(results, col_index, combos, benchmarks)
         except _Irregular:
@@ -530,36 +542,22 @@ def _parse_result_file(
         try:  # one bad clock reading discredits the whole file
             started = _started_array(ch)
         except ValueError:
-            del errors[n_err:]
+            errors.clear()
             raise
     except ValueError as exc:
-        errors.append(LoadError(str(path), str(exc)))
-        return None
+        return _FileRead(path, None, errors=[LoadError(str(path), str(exc))])
 
     env_params = data.get("params") if isinstance(data.get("params"), dict) else {}
     machine = env_params.get("machine") if isinstance(env_params.get("machine"), str) else None
     values, status = _value_array(path, ch, errors)
     n = len(values)
-    cols.values.append(values)
-    cols.status.append(status)
-    cols.samples.extend(ch.samples)
     try:
         stats = np.array([ch.stats[k] for k in STAT_KEYS], dtype=float).reshape(len(STAT_KEYS), n)
     except (TypeError, ValueError):
         stats = np.stack([_stat_array(ch.stats[k]) for k in STAT_KEYS]) if n else \
             np.zeros((len(STAT_KEYS), 0))
-    for key, row in zip(STAT_KEYS, stats, strict=True):
-        cols.stats[key].append(row)
-    cols.combo_ids.extend(ch.ids)
-    cols.chunk_len.extend(ch.lens)
-    cols.chunk_file.append(np.full(len(ch.names), file_idx, dtype=np.int64))
-    cols.chunk_bench.append(cols.codes(ch.names, cols.bench))
-    cols.chunk_started.append(started)
-    cols.chunk_version.append(cols.codes(ch.versions, cols.version))
-    cols.file_rows.append((cols.n_rows, cols.n_rows + n))
-    cols.n_rows += n
     requirements = data.get("requirements") if isinstance(data.get("requirements"), dict) else {}
-    return {
+    rec = {
         "machine": machine or dir_machine,
         "commit": str(data.get("commit_hash")),
         "date": date,
@@ -570,6 +568,91 @@ def _parse_result_file(
         "requirements": json.dumps(requirements, sort_keys=True, default=str),
         "rows": n,
     }
+    ch.ids = []
+    ch.values = []
+    ch.stats = {}
+    _share(ch, combos)
+    return _FileRead(path, rec, ch, values, status, stats, started, errors)
+
+
+def _share(ch: _FileChunks, combos: _ComboTable) -> None:
+    """Make equal names, versions and parameter lists of different files the same objects,
+    so a batch pickled from a worker carries each once (pickle's memo)."""
+    intern = sys.intern
+    ch.names = [intern(n) for n in ch.names]
+    ch.versions = [intern(v) if type(v) is str else v for v in ch.versions]
+    hit = combos._layouts.get(tuple(ch.names))
+    if hit is not None and hit[0] == tuple(ch.params):
+        ch.params = list(hit[0])
+    if ch.samples.count(None) == len(ch.samples):
+        ch.samples = [None] * len(ch.samples)
+
+
+def _append_file(cols: _Columns, combos: _ComboTable, benchmarks: dict[str, dict[str, Any]],
+                 fr: _FileRead, file_idx: int) -> None:
+    """Add a read file's rows to ``cols`` (row ids from this process's combination table)."""
+    ch = fr.chunks
+    assert ch is not None and fr.values is not None and fr.stats is not None
+    ids, _ = combos.layout(ch.names, ch.params, benchmarks)
+    n = len(fr.values)
+    cols.values.append(fr.values)
+    cols.status.append(fr.status)
+    cols.samples.extend(ch.samples)
+    for key, row in zip(STAT_KEYS, fr.stats, strict=True):
+        cols.stats[key].append(row)
+    cols.combo_ids.extend(ids)
+    cols.chunk_len.extend(ch.lens)
+    cols.chunk_file.append(np.full(len(ch.names), file_idx, dtype=np.int64))
+    cols.chunk_bench.append(cols.codes(ch.names, cols.bench))
+    cols.chunk_started.append(fr.started)
+    cols.chunk_version.append(cols.codes(ch.versions, cols.version))
+    cols.file_rows.append((cols.n_rows, cols.n_rows + n))
+    cols.n_rows += n
+
+
+#: result files from which reading is shared among worker processes (one per core, at most
+#: ``MAX_WORKERS``; ``LNBENCH_REPORT_WORKERS=1`` reads in this process)
+PARALLEL_MIN_FILES = 400
+MAX_WORKERS = 4
+_WORKER_COMBOS: _ComboTable | None = None
+
+
+def _read_batch(tasks: list[tuple[Path, str]], benchmarks: dict[str, dict[str, Any]]
+                ) -> list[_FileRead]:
+    """Worker: read a batch of result files (parameters validated with its own table)."""
+    global _WORKER_COMBOS
+    if _WORKER_COMBOS is None:
+        _WORKER_COMBOS = _ComboTable()
+    return [_read_result_file(p, m, _WORKER_COMBOS, benchmarks) for p, m in tasks]
+
+
+def _read_all(tasks: list[tuple[Path, str]], combos: _ComboTable,
+              benchmarks: dict[str, dict[str, Any]]) -> Iterator[_FileRead]:
+    """Every result file read, in order: in worker processes (fork) for large histories --
+    JSON parsing is most of the work and is per file -- else here."""
+    try:
+        workers = int(os.environ.get("LNBENCH_REPORT_WORKERS", "0")) or min(
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1), MAX_WORKERS)
+    except ValueError:
+        workers = 1
+    if workers > 1 and len(tasks) >= PARALLEL_MIN_FILES:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            ctx = multiprocessing.get_context("fork")
+        except ValueError:
+            ctx = None
+        if ctx is not None:
+            size = max(50, len(tasks) // (workers * 8))
+            batches = [tasks[i:i + size] for i in range(0, len(tasks), size)]
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                for out in pool.map(_read_batch, batches, [benchmarks] * len(batches)):
+                    yield from out
+            return
+    for path, machine in tasks:
+        yield _read_result_file(path, machine, combos, benchmarks)
 
 
 class _ComboTable:
@@ -607,6 +690,7 @@ class _ComboTable:
         """Combination ids (one array for the whole file) and per-entry lengths of a file's
         entries; files with the same entries and parameters share one cached layout."""
         key = tuple(names)
+        params = tuple(params)
         hit = self._layouts.get(key)
         if hit is not None and hit[0] == params:
             return hit[1], hit[2]
@@ -947,6 +1031,8 @@ def load_results(
     cols = _Columns()
     combos = _ComboTable()
     files: list[dict[str, Any]] = []
+    tasks: list[tuple[Path, str]] = []
+    infos: dict[str, dict[str, Any]] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         if sub.name == FACTS_DIR:
             facts = _load_facts(sub, errors)
@@ -959,12 +1045,14 @@ def load_results(
             if jsons:
                 errors.append(LoadError(str(sub), "no machine.json: not an asv machine folder"))
             continue
-        info = _machine_info(machine_json, errors)
-        for path in jsons:
-            rec = _parse_result_file(path, sub.name, len(files), cols, combos, benchmarks, errors)
-            if rec is not None:
-                files.append(rec)
-                asv_info.setdefault(rec["machine"], info)
+        infos[sub.name] = _machine_info(machine_json, errors)
+        tasks.extend((path, sub.name) for path in jsons)
+    for fr in _read_all(tasks, combos, benchmarks):
+        errors.extend(fr.errors)
+        if fr.rec is not None:
+            _append_file(cols, combos, benchmarks, fr, len(files))
+            files.append(fr.rec)
+            asv_info.setdefault(fr.rec["machine"], infos[fr.path.parent.name])
 
     if files and cols.chunk_len:
         frame = _assemble(cols, files, combos, benchmarks, errors, None)
