@@ -280,7 +280,7 @@ def test_bench_report_explicit_series_wins_over_quick() -> None:
 def test_bench_report_perf_only_with_one_repeat() -> None:
     proc = script("bench-report", "--perf-only", "--commits", "6", "--repeats", "1", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "### Speed — 6 result files" in proc.stdout and "best of 1" in proc.stdout
+    assert "### Speed — 6 commits" in proc.stdout and "best of 1" in proc.stdout
     assert "histories" not in proc.stdout
 
 
