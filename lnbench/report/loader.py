@@ -610,8 +610,10 @@ def _append_file(cols: _Columns, combos: _ComboTable, benchmarks: dict[str, dict
     cols.n_rows += n
 
 
-#: result files from which reading is shared among worker processes (one per core, at most
-#: ``MAX_WORKERS``; ``LNBENCH_REPORT_WORKERS=1`` reads in this process)
+#: with ``LNBENCH_REPORT_WORKERS=N`` (N > 1, at most ``MAX_WORKERS``), histories of at least
+#: this many result files are read by N worker processes; the default reads in this process
+#: (on a 2-core machine shared with other jobs the workers did not pay: 11.5-16.5 s against
+#: 10.3-11.1 s in-process for a django-size history)
 PARALLEL_MIN_FILES = 400
 MAX_WORKERS = 4
 _WORKER_COMBOS: _ComboTable | None = None
@@ -628,12 +630,11 @@ def _read_batch(tasks: list[tuple[Path, str]], benchmarks: dict[str, dict[str, A
 
 def _read_all(tasks: list[tuple[Path, str]], combos: _ComboTable,
               benchmarks: dict[str, dict[str, Any]]) -> Iterator[_FileRead]:
-    """Every result file read, in order: in worker processes (fork) for large histories --
-    JSON parsing is most of the work and is per file -- else here."""
+    """Every result file read, in order: in worker processes (fork) for large histories when
+    ``LNBENCH_REPORT_WORKERS`` asks for them -- JSON parsing is most of the work and is per
+    file -- else here."""
     try:
-        workers = int(os.environ.get("LNBENCH_REPORT_WORKERS", "0")) or min(
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else (os.cpu_count() or 1), MAX_WORKERS)
+        workers = min(int(os.environ.get("LNBENCH_REPORT_WORKERS", "1")), MAX_WORKERS)
     except ValueError:
         workers = 1
     if workers > 1 and len(tasks) >= PARALLEL_MIN_FILES:

@@ -189,3 +189,22 @@ def test_values_are_floats(tree: Path) -> None:
     f = load_results(tree).frame
     assert f["value"].dtype == np.float64
     assert np.isfinite(f.loc[f["status"] == "ok", "value"]).all()
+
+
+def test_worker_processes_read_the_same_frame(tmp_path: Path, monkeypatch) -> None:
+    """LNBENCH_REPORT_WORKERS=2 (worker processes) gives the same frame and errors as
+    reading in-process, a bad file included."""
+    from lnbench.report import loader
+
+    syn.write_ci_history(tmp_path, n_commits=30, n_benchmarks=6, n_param_benchmarks=2,
+                         envs={"virtualenv-py3.10": 30, "virtualenv-py3.11": 20})
+    bad = next((tmp_path / "ci-runner").glob("*py3.11.json"))
+    bad.write_text("{broken")
+    one = load_results(tmp_path)
+    monkeypatch.setattr(loader, "PARALLEL_MIN_FILES", 10)
+    monkeypatch.setenv("LNBENCH_REPORT_WORKERS", "2")
+    two = load_results(tmp_path)
+    assert [e.as_dict() for e in two.errors] == [e.as_dict() for e in one.errors]
+    assert len(one.errors) == 1 and one.errors[0].path == str(bad)
+    cols = [c for c in one.frame.columns if c != "samples"]
+    assert one.frame[cols].astype(object).equals(two.frame[cols].astype(object))
