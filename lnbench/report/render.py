@@ -142,6 +142,8 @@ def render_regressions(doc: dict[str, Any], fmt: str) -> str:
     if summ.get("left_out_not_measured_at_latest"):
         intro += (f" Not listed: {summ['left_out_not_measured_at_latest']} change(s) in series "
                   "the latest run did not measure (--latest-only).")
+    for note in doc.get("notes", []):  # off-history commits, retired, noisy, no baseline yet
+        intro += f" {note}"
     env = shows_env(doc)
     if fmt == "md":
         parts = ["# Benchmark regressions", "", intro, ""]
