@@ -60,6 +60,7 @@ class Record:
     copy_gbps_after: float | None = None
     spread: float | None = None  # IQR / median of the samples
     attempts: int = 0  # sampling windows measured (1 + re-measurements)
+    noise: str = ""  # why the measurement is disturbed (status noisy, or appended to a fail)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,7 +174,7 @@ def _time_case(ready: list[tuple[Record, Callable[[], Any], Impl]], case: Case, 
         rec.seconds, rec.seconds_q25, rec.seconds_q75 = t.median, t.q25, t.q75
         rec.samples, rec.timer, rec.spread = len(t.samples), t.method, t.spread
         if why[k]:
-            note = f"{'; '.join(why[k])} (in each of {attempts} measurement(s))"
+            note = rec.noise = f"{'; '.join(why[k])} (in each of {attempts} measurement(s))"
             if rec.status == "ok":
                 rec.status, rec.reason = "noisy", note
             else:
