@@ -478,3 +478,26 @@ def test_zeros_pass_where_the_reference_is_cancellation_noise():
     assert nums["tol"] >= 1.0 and status == "ok", why
     assert all(r.status == "ok" for r in check_impl(get("numpy.kevin"), data))
 
+
+
+def test_accuracy_table_names_dtype_failures_and_their_values_error(clean_registry, tmp_path):
+    """A float64 dx for float32 inputs fails on dtype; the row keeps the error its values would
+    have had, and scripts/accuracy-table shows both (`✗ dtype` and the rel_err)."""
+    import os
+    import subprocess
+    import sys
+
+    impl = _planted(lnbench.register, "planted.f64dx",
+                    _with(lambda dx, dg, db: (dx.astype(np.float64), dg, db)), dtypes=("float32",))
+    rows = _by_grad(_judge(impl, Case(8, 24, "float32", "normal")))
+    assert rows["dx"].status == "fail" and rows["dx"].rel_err is not None
+    assert rows["dx"].err_ratio <= 1.0  # the values are right; only the dtype is wrong
+    doc = {"results": [r.to_dict() for r in rows.values()], "summary": {}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "scripts", "accuracy-table"),
+                          str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if "planted.f64dx" in ln)
+    assert "✗ dtype" in line and f"{rows['dx'].rel_err:.1e}" in line
