@@ -501,3 +501,25 @@ def test_accuracy_table_names_dtype_failures_and_their_values_error(clean_regist
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if "planted.f64dx" in ln)
     assert "✗ dtype" in line and f"{rows['dx'].rel_err:.1e}" in line
+
+
+@pytest.mark.parametrize("block", [0, 1], ids=["numpy", "torch"])
+def test_plugin_docs_examples_pass(clean_registry, tmp_path, block):
+    """docs/plugins.md's two examples, run as plugin files: correct on every dtype (the torch one
+    returns half results for half inputs)."""
+    import os
+
+    from lnbench.plugins import load
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "plugins.md"), encoding="utf-8") as f:
+        code = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    assert len(code) == 3  # the signature block, then the two examples
+    path = tmp_path / f"example{block}.py"
+    path.write_text(code[1 + block])
+    load(str(path))
+    name = ("mine.numpy", "mine.torch")[block]
+    for dtype in DTYPES:
+        for dist in ("normal", "offset", "correlated"):
+            rows = _judge(get(name), Case(64, 200, dtype, dist))
+            assert [r.status for r in rows] == ["ok"] * 3, [r.reason for r in rows]

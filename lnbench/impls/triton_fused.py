@@ -20,6 +20,10 @@ Kernels are built on first use (:func:`kernels`), so this module imports without
 per interpreter setting. Triton's interpreter works only in a process that had
 ``TRITON_INTERPRET=1`` before triton was first imported (triton.language's own jit helpers are
 built at import), and after it has run, real compilation in that process breaks (triton 3.9).
+Under the interpreter, bfloat16 results are stored as float32 and rounded to bfloat16 by torch
+(round to nearest-even, as the GPU's conversion does): the interpreter's own fp32 -> bf16 cast
+truncates, which would make its bfloat16 verdicts pessimistic (tests/test_triton_interpret.py
+checks both facts).
 """
 
 from __future__ import annotations
@@ -300,10 +304,14 @@ def fused_backward(dy: Any, x: Any, gamma: Any, mean: Any, rstd: Any,
     acc = tl.float64 if x.dtype == torch.float64 else tl.float32
     x, dy, gamma = x.contiguous(), dy.contiguous(), gamma.contiguous()
     mean, rstd = mean.reshape(M).contiguous(), rstd.reshape(M).contiguous()
-    dx = torch.empty_like(x)
+    # Triton's interpreter (3.9) truncates fp32 -> bf16 stores where a GPU rounds to nearest:
+    # there, the kernels store fp32 and torch rounds once, to nearest-even (what the GPU does)
+    emulate = x.dtype == torch.bfloat16 and interpreting()
+    out_t = torch.float32 if emulate else x.dtype
+    dx = torch.empty(x.shape, dtype=out_t, device=x.device)
     part = torch.empty((2, p.programs, N), dtype=acc_t, device=x.device)
-    dg = torch.empty((N,), dtype=x.dtype, device=x.device)
-    db = torch.empty((N,), dtype=x.dtype, device=x.device)
+    dg = torch.empty((N,), dtype=out_t, device=x.device)
+    db = torch.empty((N,), dtype=out_t, device=x.device)
     if p.wide:
         stats = torch.empty((M, 2), dtype=acc_t, device=x.device)
         k["row_stats"][(M,)](x, dy, gamma, mean, rstd, stats, N, BLOCK_N=p.block_n, ACC=acc,
@@ -318,6 +326,8 @@ def fused_backward(dy: Any, x: Any, gamma: Any, mean: Any, rstd: Any,
     k["reduce"][(triton_cdiv(N, REDUCE_C),)](part[0], part[1], dg, db, p.programs, N,
                                             BLOCK_G=REDUCE_G, BLOCK_C=REDUCE_C, ACC=acc,
                                             num_warps=4, enable_fp_fusion=True)
+    if emulate:
+        return dx.to(torch.bfloat16), dg.to(torch.bfloat16), db.to(torch.bfloat16)
     return dx, dg, db
 
 
