@@ -129,12 +129,14 @@ def test_open_regression_fails_the_gate_after_publishing(first_night, tmp_path: 
 
     proc = nightly(tmp, "--quick", "--machine", MACHINE, "--bench", "Backward.time_backward")
     assert proc.returncode == 1, (proc.stdout + proc.stderr)[-4000:]
-    assert "step 'regression gate' failed with exit code 1" in proc.stderr
+    # an alarm on another machine cannot be re-run here: unchecked, and it fails the gate
+    assert "step 'regression gate (triage)' failed with exit code 1" in proc.stderr
     # the gate comes last: asv's site and the dashboard were still written
     assert (tmp / "html" / "index.html").exists()
     assert (tmp / "site" / "index.html").exists()
     report = (tmp / "site" / "regressions.md").read_text()
     assert "numpy.kevin" in report and "synthetic-box" in report
+    assert "## Unchecked alarms" in report and "measured on machine synthetic-box" in report
 
     proc = nightly(tmp, "--quick", "--machine", MACHINE, "--bench", "Backward.time_backward",
                    "--no-gate")
@@ -240,14 +242,9 @@ def test_relative_plugins_become_absolute_and_missing_ones_exit_2(tmp_path: Path
 
 
 def _load_nightly():
-    import importlib.util
-    from importlib.machinery import SourceFileLoader
+    from lnbench.nightly import pipeline
 
-    loader = SourceFileLoader("lnbench_nightly_script", str(NIGHTLY))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return pipeline
 
 
 @pytest.mark.parametrize(("codes", "keep_going", "expect", "ran"), [
@@ -277,7 +274,7 @@ def test_keep_going_exits_with_the_first_failure(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(mod.Pipeline, "run", fake_run)
     monkeypatch.setattr(mod, "needs_machine", lambda name: False)
-    monkeypatch.setattr(mod, "head_commit", lambda: "0" * 40)
+    monkeypatch.setattr(mod, "head_commit", lambda repo=None: "0" * 40)
     for k in [k for k in os.environ if k.startswith(("LNBENCH_", "GITHUB_"))]:
         monkeypatch.delenv(k)
     argv = ["--results", str(tmp_path / "r"), "--html", str(tmp_path / "h"), "--site",
@@ -297,6 +294,18 @@ def test_range_mode_runs_asv_over_commits_in_built_environments(tmp_path: Path) 
     assert run.endswith(("HEAD~3..HEAD", "'HEAD~3..HEAD'")) and "--skip-existing-commits" in run
     assert "--steps 2" in run and f"--machine {MACHINE}" in run
     assert "--interleave-rounds" in run  # consecutive commits' rounds alternate
+    assert "--record-samples" in run  # the report and the triage test significance on them
+    for extra, want in (([], "-m lnbench.nightly triage"),
+                        (["--no-triage"], "--fail-on-regression --latest-only")):
+        proc = nightly(tmp_path, "--dry-run", "--range", "HEAD~1^!", "--machine", MACHINE,
+                       *extra)
+        assert proc.returncode == 0, proc.stderr
+        gate = [ln for ln in proc.stdout.splitlines() if ln.startswith("$ ")][-1]
+        assert want in gate, gate
+        if not extra:
+            assert f"--machine {MACHINE}" in gate and "--config" in gate
+    proc = nightly(tmp_path, "--dry-run", "--no-gate", "--no-triage")
+    assert proc.returncode == 2 and "--no-triage" in proc.stderr
 
 
 # --- the workflows -------------------------------------------------------------------------------
@@ -347,3 +356,236 @@ def test_pr_workflow_compares_with_the_base() -> None:
     runs = "\n".join(_runs(j) for j in wf["jobs"].values())
     assert "asv continuous" in runs and "--factor" in runs
     assert "github.event.pull_request.base.sha" in runs or "base.sha" in json.dumps(wf)
+
+
+# --- triage (lnbench.nightly.triage): the rule and the bisection, on a fake measurement -------
+
+from lnbench.nightly import triage as tri  # noqa: E402
+
+
+def _git_line(repo: Path, n: int) -> list[str]:
+    """A real git repository with ``n`` empty commits on main; their hashes, oldest first."""
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x")
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, env=env, check=True)
+    out = []
+    for i in range(n):
+        subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", f"c{i}"], cwd=repo,
+                       env=env, check=True)
+        out.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip())
+    return out
+
+
+class FakeMeasure:
+    """Samples around a per-commit level (seconds), with seeded lognormal noise and a shared
+    per-run drift (the slow spell that interleaving cancels)."""
+
+    def __init__(self, level, n: int = 20, noise: float = 0.05, seed: int = 0) -> None:
+        import numpy as np
+
+        self.level, self.n, self.noise = level, n, noise
+        self.rng = np.random.default_rng(seed)
+        self.calls: list[list[str]] = []
+
+    def __call__(self, commits, series):
+        self.calls.append(list(commits))
+        drift = float(self.rng.uniform(0.5, 2.0))
+        out = {}
+        for s in series:
+            for c in commits:
+                lv = self.level(s, c)
+                if lv is None:
+                    continue
+                smp = list(lv * drift * self.rng.lognormal(0, self.noise, self.n))
+                out[(s, c)] = tri.Point(float(sorted(smp)[self.n // 2]), smp)
+        return out
+
+
+def _alarm(a: str, b: str, ratio: float = 1.3, machine: str = "m", bench: str = "b.time_x",
+           params: dict | None = None) -> tri.Alarm:
+    return tri.Alarm.from_report({
+        "benchmark": bench, "params": params or {"impl": "k"}, "machine": machine,
+        "commit": b, "prev_commit": a, "metric": "time_x", "before": 1.0, "after": ratio,
+        "ratio": ratio, "unit": "seconds", "env": "e"})
+
+
+@pytest.mark.parametrize("bad_at", range(1, 9))
+def test_bisection_names_the_first_slow_commit(tmp_path: Path, bad_at: int) -> None:
+    cs = _git_line(tmp_path / "r", 9)
+    idx = {c: i for i, c in enumerate(cs)}
+    m = FakeMeasure(lambda s, c: 1e-3 * (1.3 if idx[c] >= bad_at else 1.0), seed=bad_at)
+    store: dict = {}
+    (v,) = tri.triage([_alarm(cs[0], cs[8])], m, tmp_path / "r", "m", store)
+    assert v.status == "confirmed" and v.first_bad == cs[bad_at], (bad_at, v)
+    assert v.first_bad_subject == f"c{bad_at}"
+    assert m.calls[0] == [cs[0], cs[8]]  # the A/B first, then halving runs of (lo, mid, hi)
+    assert all(len(c) == 3 for c in m.calls[1:]) and len(m.calls) - 1 <= 3  # ceil(log2(8))
+    assert tri.gate([v]) == 1 and list(store) == [v.alarm.key()]
+
+
+def test_noise_alarm_is_not_reproduced_and_passes(tmp_path: Path) -> None:
+    cs = _git_line(tmp_path / "r", 3)
+    m = FakeMeasure(lambda s, c: 2e-4)  # the code never changed: the stored step was a spell
+    vs = tri.triage([_alarm(cs[0], cs[2], 1.4)], m, tmp_path / "r", "m", {})
+    assert [v.status for v in vs] == ["not reproduced"] and vs[0].first_bad is None
+    assert len(m.calls) == 1 and tri.gate(vs) == 0
+    md = tri.render_md(vs)
+    assert "## Not reproduced" in md and "Confirmed" not in md
+
+
+def test_stored_verdicts_are_reused_and_keep_failing(tmp_path: Path) -> None:
+    cs = _git_line(tmp_path / "r", 2)
+    (tmp_path / "res").mkdir()
+    m = FakeMeasure(lambda s, c: 1e-3 * (1.5 if c == cs[1] else 1.0))
+    store: dict = {}
+    first = tri.triage([_alarm(cs[0], cs[1], 1.5)], m, tmp_path / "r", "m", store)
+    assert first[0].status == "confirmed" and first[0].first_bad == cs[1]  # nothing between
+    tri.save_store(tmp_path / "res", store)
+    loaded = tri.load_store(tmp_path / "res")
+    again = tri.triage([_alarm(cs[0], cs[1], 1.5)], m, tmp_path / "r", "m", loaded)
+    assert len(m.calls) == 1  # not re-run
+    assert again[0].status == "confirmed" and again[0].earlier and tri.gate(again) == 1
+    assert "verdict of an earlier night" in tri.render_md(again)
+    (tmp_path / "res" / tri.STORE).write_text("{broken")
+    with pytest.raises(tri.UsageError, match="lnbench-triage.json"):
+        tri.load_store(tmp_path / "res")
+
+
+def test_alarms_that_cannot_be_rerun_are_unchecked_and_fail(tmp_path: Path) -> None:
+    cs = _git_line(tmp_path / "r", 2)
+    m = FakeMeasure(lambda s, c: None if c == cs[0] else 1e-3)  # A fails in the re-run
+    vs = tri.triage([_alarm(cs[0], cs[1], machine="other"), _alarm(cs[0], cs[1])], m,
+                    tmp_path / "r", "m", {})
+    assert [v.status for v in vs] == ["unchecked", "unchecked"]
+    assert "machine other" in vs[0].reason and cs[0][:8] in vs[1].reason
+    assert tri.gate(vs) == 1
+
+
+def test_bisection_stops_when_the_step_vanishes(tmp_path: Path) -> None:
+    cs = _git_line(tmp_path / "r", 5)
+    calls = {"n": 0}
+
+    def level(s, c):  # the A/B shows the step; the bisection runs do not
+        return 1e-3 * (1.3 if c == cs[4] and calls["n"] == 1 else 1.0)
+
+    m = FakeMeasure(level)
+    orig = m.__call__
+
+    def counted(commits, series):
+        calls["n"] += 1
+        return orig(commits, series)
+
+    vs = tri.triage([_alarm(cs[0], cs[4])], counted, tmp_path / "r", "m", {})
+    assert vs[0].status == "confirmed" and vs[0].first_bad is None
+    assert vs[0].remaining == [cs[0], cs[4]] and "not visible" in vs[0].reason
+    assert "between" in tri.render_md(vs)
+
+
+def test_confirmation_rule() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    rule = tri.Rule()
+
+    def pt(level: float, n: int = 10, noise: float = 0.03):
+        s = list(level * rng.lognormal(0, noise, n))
+        return tri.Point(float(np.median(s)), s)
+
+    assert tri.compare(pt(1.0), pt(1.3), 1.3, False, rule).confirmed
+    # half the flagged step in log space: a 2x alarm needs >= 1.414x
+    ab = tri.compare(pt(1.0), pt(1.3), 2.0, False, rule)
+    assert not ab.confirmed and abs(ab.threshold - 2 ** 0.5) < 1e-12
+    assert tri.Rule().threshold(1.02) == 1.05  # never below the factor
+    # significance: a big ratio on wildly spread samples is not enough
+    wide_a, wide_b = pt(1.0, noise=0.8), pt(1.3, noise=0.8)
+    ab = tri.compare(wide_a, wide_b, 1.3, False, rule)
+    assert ab.test == "mann-whitney" and (ab.p >= 0.002) == (not ab.confirmed)
+    # too few samples for p < 0.002 (5 + 5): asv's 99 % CI overlap decides
+    a = tri.Point(1.0, [1.0] * 5, (0.95, 1.05))
+    b = tri.Point(1.3, [1.3] * 5, (1.2, 1.4))
+    assert tri.compare(a, b, 1.3, False, rule).test == "ci99"
+    assert tri.compare(a, b, 1.3, False, rule).confirmed
+    assert not tri.compare(a, tri.Point(1.3, [1.3] * 5, (1.0, 1.6)), 1.3, False, rule).confirmed
+    # one value per commit (track_*): the ratio alone, and it says so
+    ab = tri.compare(tri.Point(10.0), tri.Point(7.0), 1 / 0.7, True, rule)
+    assert ab.test == "ratio only" and ab.confirmed and abs(ab.ratio - 10 / 7) < 1e-12
+    # higher is better: a rise is no regression
+    assert not tri.compare(pt(1.0), pt(1.3), 1.3, True, rule).confirmed
+
+
+def test_alarm_from_report_orientation_and_key() -> None:
+    al = _alarm("a" * 40, "b" * 40, ratio=0.7)
+    assert al.higher_is_better and abs(al.flagged - 1 / 0.7) < 1e-12
+    assert al.key() != _alarm("a" * 40, "b" * 40, ratio=0.7, params={"impl": "j"}).key()
+    assert al.series.label() == "b.time_x(k)"
+
+
+def test_regex_selects_exactly_the_flagged_combination() -> None:
+    import itertools
+
+    params = [["'numpy.kevin'", "'torch.native'"], ["'64x1023'", "'1x768'"], ["'float32'"]]
+    names = ["impl", "shape", "dtype"]
+    s = tri.Series("bench_backward.Backward.time_backward",
+                   (("impl", "torch.native"), ("shape", "1x768"), ("dtype", "float32")),
+                   "m", "e", "time_backward")
+    rx = tri.AsvMeasure.regex(s, params, names)
+    # asv matches re.search(regex, f"{name}({', '.join(param_reprs)})") (asv.benchmarks)
+    hits = [c for c in itertools.product(*params)
+            if re.search(rx, f"{s.benchmark}({', '.join(c)})")]
+    assert hits == [("'torch.native'", "'1x768'", "'float32'")]
+    assert not re.search(rx, f"{s.benchmark}x({', '.join(hits[0])})")
+
+
+def test_triage_command_bad_input_exits_2(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for args, names in (
+        (["--results", str(tmp_path / "nothing"), "--config", str(ROOT / "asv.conf.json")],
+         ["--results"]),
+        (["--results", str(tmp_path), "--config", str(tmp_path / "none.json")], ["--config"]),
+    ):
+        proc = subprocess.run([sys.executable, "-m", "lnbench.nightly", "triage", *args],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        _one_line(proc.stderr, *names)
+    proc = subprocess.run([sys.executable, "-m", "lnbench.nightly", "bogus"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and "run | triage" in proc.stderr
+
+
+def _histories() -> Path | None:
+    base = Path(os.environ.get("LNBENCH_ASV_HISTORIES")
+                or ROOT.parent / "shared" / "data" / "asv-histories")
+    return base if (base / "kedro.tar.gz").is_file() else None
+
+
+def test_alarms_of_a_real_history_map_to_exact_asv_selections(tmp_path: Path) -> None:
+    """kedro's committed asv results (outside data): every alarm the latest-only report
+    raises becomes an Alarm, and its ``-b`` regex selects exactly its parameter combination
+    among the benchmark's combinations in kedro's own benchmarks.json."""
+    import itertools
+    import tarfile
+
+    base = _histories()
+    if base is None:
+        pytest.skip("../shared/data/asv-histories/kedro.tar.gz is absent "
+                    "(set LNBENCH_ASV_HISTORIES)")
+    with tarfile.open(base / "kedro.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    results = next(p.parent for p in tmp_path.rglob("benchmarks.json"))
+    doc = tri.report_json(results)
+    bj = json.loads((results / "benchmarks.json").read_text())
+    newest = tri.newest_commits(results)
+    assert newest, "no machine found"
+    alarms = [tri.Alarm.from_report(e) for e in doc["regressions"]]
+    for al in alarms:
+        info = bj.get(al.series.benchmark)
+        assert info is not None, al
+        params, names = info.get("params") or [], info.get("param_names") or []
+        rx = tri.AsvMeasure.regex(al.series, params, names)
+        combos = [f"{al.series.benchmark}({', '.join(c)})" for c in itertools.product(*params)]
+        hits = [c for c in combos if re.search(rx, c)] if params else \
+            [al.series.benchmark] if re.search(rx, al.series.benchmark) else []
+        assert len(hits) == 1, (al, rx, hits)
+        assert al.flagged > 1 and al.prev_commit and al.commit != al.prev_commit
