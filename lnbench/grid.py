@@ -21,11 +21,15 @@ from lnbench.dtypes import DTYPES, HALF, np_dtype, stats_dtype
 DISTS: tuple[str, ...] = ("normal", "offset", "constant", "outlier", "correlated")
 EPS = 1e-5
 
-QUICK_SHAPES: tuple[tuple[int, int], ...] = ((2, 4), (1, 768), (64, 1023), (256, 1024), (32, 4096))
+# (4096, 64) in both grids, (131072, 64) in the full one: many rows, few columns — the column
+# sums dγ/dβ over large M, cheaply
+QUICK_SHAPES: tuple[tuple[int, int], ...] = (
+    (2, 4), (1, 768), (64, 1023), (256, 1024), (32, 4096), (4096, 64),
+)
 FULL_SHAPES: tuple[tuple[int, int], ...] = (
     (2, 4), (1, 768), (1, 16384), (64, 1000), (64, 1023), (256, 1024), (32, 4096),
     (4096, 768), (4096, 1024), (1024, 4096), (512, 8192), (256, 16384), (4096, 4096),
-    (32768, 768),
+    (32768, 768), (4096, 64), (131072, 64),
 )
 # The grid of ../shared/ANCHORS.md (peer GB/s measured on an H100).
 ANCHOR_SHAPES: tuple[tuple[int, int], ...] = (

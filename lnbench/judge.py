@@ -260,6 +260,29 @@ def tolerance_from_scales(case: Case, kappa: float, grad: str, S: float, T: floa
     return 4 * u_out + u_acc * (4 * k + 4 * math.sqrt(L)) * c
 
 
+def device_tolerances(data: CaseData, affine: bool, ref: tuple[Any, Any, Any],
+                      terms: tuple[float, float, float], device: str = "cuda") -> dict[str, float]:
+    """:func:`tolerance` of each gradient, with the bounds computed by :func:`error_bounds` on
+    ``device`` from torch (``ref``: the float64 reference there, ``terms``: the term scales of
+    ``reference.term_scales``), for a caller that judges on the GPU (``scripts/gpu-check``)."""
+    import array_api_compat.torch as xpt
+
+    import lnbench.arrays as A
+
+    x, dy, g = (A.to_array(a, "torch", device).double()
+                for a in (data.x, data.dy, data.gamma_for(affine)))
+    bounds = error_bounds(xpt, x, dy, g, data.eps, data.case.dtype)
+    del x, dy, g
+    out = {}
+    for k, name in enumerate(GRADS):
+        scale = float(ref[k].abs().max()) if ref[k].numel() else 0.0
+        if scale == 0.0:
+            scale = terms[k] or (terms[2] if name == "dgamma" else 0.0)
+        bmax = float(bounds[k].max()) if bounds[k].numel() else 0.0
+        out[name] = bmax / scale if scale > 0 else bmax
+    return out
+
+
 def grads_for(impl: Impl) -> tuple[str, ...]:
     """Gradients an implementation is judged on (no-affine: dx only, against γ = 1, β = 0)."""
     return GRADS if impl.affine else ("dx",)

@@ -282,3 +282,29 @@ def test_property_case_inputs_are_deterministic(M, N, dtype, dist):
     assert a.x.dtype == np_dtype(dtype) and a.x.shape == (M, N)
     assert a.mean.dtype == np_dtype("float32" if dtype in ("float16", "bfloat16") else dtype)
     assert a.kappa == b.kappa and np.isfinite(a.x.astype(np.float64)).all()
+
+
+def test_grids_have_large_m_cases_for_the_column_sums():
+    assert max(M for M, _ in QUICK_SHAPES) >= 4096
+    assert max(M for M, _ in FULL_SHAPES) >= 131072
+    assert (32768, 768) in FULL_SHAPES
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_correlated_inputs_make_dx_cancel(dtype):
+    """`correlated`: dy ≈ s·x̂ with γ ≈ 1, so mean(g·x̂) ≈ s is of order 1 (random inputs: ~1/√N)
+    and dx is what is left after the x̂·mean(g·x̂) term cancels g: far smaller than its terms."""
+    from lnbench.reference import term_scales
+
+    d = make_data(Case(64, 512, dtype, "correlated"))
+    x, dy, g = (a.astype(np.float64) for a in (d.x, d.dy, d.gamma))
+    assert np.all(np.abs(g - 1) < 0.1)
+    xc = x - x.mean(axis=1, keepdims=True)
+    xhat = xc / np.sqrt((xc**2).mean(axis=1, keepdims=True) + EPS)
+    m_gx = (dy * g * xhat).mean(axis=1)
+    assert np.all((m_gx > 0.4) & (m_gx < 1.6))
+    dx = d.reference()[0]
+    assert np.max(np.abs(dx)) < 0.2 * term_scales(d.dy, d.x, d.gamma, EPS)[0]
+    nrm = make_data(Case(64, 512, dtype, "normal"))
+    assert np.max(np.abs(nrm.reference()[0])) > 0.3 * term_scales(nrm.dy, nrm.x, nrm.gamma,
+                                                                 EPS)[0]
