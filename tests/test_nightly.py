@@ -589,3 +589,23 @@ def test_alarms_of_a_real_history_map_to_exact_asv_selections(tmp_path: Path) ->
             [al.series.benchmark] if re.search(rx, al.series.benchmark) else []
         assert len(hits) == 1, (al, rx, hits)
         assert al.flagged > 1 and al.prev_commit and al.commit != al.prev_commit
+
+
+def test_a_is_moved_back_when_the_reported_previous_commit_is_past_the_step(
+        tmp_path: Path) -> None:
+    """A change judged at the newest point can name as 'previous' a commit already at the new
+    level; the A/B must start from the last stored point at the old level."""
+    cs = _git_line(tmp_path / "r", 6)
+    idx = {c: i for i, c in enumerate(cs)}
+    stored = [(cs[0], 1.0e-3), (cs[1], 1.02e-3), (cs[3], 2.1e-3), (cs[5], 2.2e-3)]
+    al = tri.Alarm.from_report({"benchmark": "b.time_x", "params": {}, "machine": "m",
+                                "commit": cs[5], "prev_commit": cs[3], "metric": "time_x",
+                                "before": 1.0e-3, "after": 2.2e-3, "ratio": 2.2,
+                                "unit": "seconds", "env": "e"})
+    assert tri.anchor(al, stored) == cs[1]
+    assert tri.anchor(al, stored[:1] + stored[2:3]) == cs[0]
+    m = FakeMeasure(lambda s, c: 1e-3 * (2.0 if idx[c] >= 2 else 1.0))
+    (v,) = tri.triage([al], m, tmp_path / "r", "m", {}, history=lambda s: stored)
+    assert m.calls[0] == [cs[1], cs[5]]
+    assert v.status == "confirmed" and v.first_bad == cs[2], v
+    assert tri.anchor(al, [(cs[3], 1.01e-3)]) == cs[3]  # already at the old level: kept

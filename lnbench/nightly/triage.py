@@ -409,6 +409,38 @@ class AsvMeasure:
             return {}
 
 
+class StoredHistory:
+    """A series' stored values per commit, oldest first (asv's result files of its machine,
+    ordered by the result's commit date), for ``anchor``."""
+
+    def __init__(self, results: Path) -> None:
+        self.results = results
+        self._files: dict[str, list[Any]] = {}
+        try:
+            bj = json.loads((results / "benchmarks.json").read_text())
+        except (OSError, ValueError):
+            bj = {}
+        self.names = {k: v.get("param_names") or [] for k, v in bj.items() if isinstance(v, dict)}
+
+    def __call__(self, s: Series) -> list[tuple[str, float]]:
+        from asv.results import iter_results_for_machine
+
+        if s.machine not in self._files:
+            try:
+                found = list(iter_results_for_machine(str(self.results), s.machine))
+            except Exception:  # noqa: BLE001 - an unreadable file: no history, no re-anchoring
+                found = []
+            self._files[s.machine] = sorted(found, key=lambda r: r.date or 0)
+        out = []
+        for res in self._files[s.machine]:
+            if s.env and res.env_name != s.env:
+                continue
+            p = _point(res, s, self.names.get(s.benchmark, []))
+            if p is not None and p.value:
+                out.append((res.commit_hash, p.value))
+        return out
+
+
 def _point(res: Any, s: Series, names: list[str]) -> Point | None:
     key = s.benchmark
     try:
@@ -477,10 +509,35 @@ def newest_commits(results: Path) -> dict[str, str]:
     return {m: c for m, (_, c) in newest.items()}
 
 
+#: ``history(series) -> [(commit, stored value), ...]`` oldest first
+History = Callable[[Series], list[tuple[str, float]]]
+
+
+def anchor(al: Alarm, history: list[tuple[str, float]]) -> str | None:
+    """The A of the A/B: the alarm's ``prev_commit``, unless its stored value already lies
+    nearer the alarm's ``after`` level than its ``before`` level (log scale) -- then the newest
+    measured commit before it that is nearer ``before``. (A change judged at the newest point
+    can name as "previous" a commit that is itself past the step; re-running it against B
+    would find nothing.)"""
+    a = al.prev_commit
+    if not a or not al.before or not al.after or al.before <= 0 or al.after <= 0:
+        return a
+    mid = math.sqrt(al.before * al.after)
+    values = dict(history)
+    if a not in values or (values[a] < mid) == (al.before < mid):
+        return a
+    order = [c for c, _ in history]
+    for c in reversed(order[:order.index(a)]):
+        if (values[c] < mid) == (al.before < mid):
+            return c
+    return a
+
+
 def triage(alarms: list[Alarm], measure: Measure, repo: Path, machine: str,
-           store: dict[str, Verdict], rule: Rule = Rule(), log: Any = None) -> list[Verdict]:
+           store: dict[str, Verdict], rule: Rule = Rule(), log: Any = None,
+           history: History | None = None) -> list[Verdict]:
     """Verdicts for ``alarms`` (module docstring): stored ones reused, the others re-measured
-    with ``measure`` (A/B per (prev_commit, commit), then bisection)."""
+    with ``measure`` (A/B per (A, commit), A from ``anchor``, then bisection)."""
     log = log or sys.stderr
     verdicts: dict[str, Verdict] = {}
     todo: dict[tuple[str, str], list[Alarm]] = {}
@@ -497,7 +554,11 @@ def triage(alarms: list[Alarm], measure: Measure, repo: Path, machine: str,
         elif not al.prev_commit:
             verdicts[k] = Verdict(al, "unchecked", "no commit before the step")
         else:
-            todo.setdefault((al.prev_commit, al.commit), []).append(al)
+            a = anchor(al, history(al.series)) if history else al.prev_commit
+            if a != al.prev_commit:
+                print(f"triage: {al.series.label()}: A is {str(a)[:8]}, not "
+                      f"{al.prev_commit[:8]} (already at the new level)", file=log)
+            todo.setdefault((a or al.prev_commit, al.commit), []).append(al)
 
     for (a, b), group in todo.items():
         print(f"triage: A/B {a[:8]} -> {b[:8]}: {len(group)} alarm(s)", file=log, flush=True)
@@ -635,7 +696,8 @@ def render_md(verdicts: list[Verdict], report_md: str = "") -> str:
                 bad = "–" if status != "confirmed" else v.reason or "–"
             if v.earlier:
                 bad += " (verdict of an earlier night)"
-            ab_commits = f"{(al.prev_commit or '?')[:8]} → {al.commit[:8]}"
+            a_used = ab.a if ab is not None and ab.a else al.prev_commit
+            ab_commits = f"{(a_used or '?')[:8]} → {al.commit[:8]}"
             out.append(f"| {al.series.label()} | {al.series.machine} | {flagged} | {ab_commits} "
                        f"| {vals[0]} | {vals[1]} | {ratio} | {test} | {bad} |")
         out.append("")
@@ -706,7 +768,8 @@ def run(args: argparse.Namespace) -> int:
                             stdout=sys.stderr, stderr=sys.stderr)
         measure = AsvMeasure(config, machine, work, rounds=args.rounds)
         rule = Rule(factor=args.factor, alpha=args.alpha)
-        verdicts = triage(alarms, measure, repo, machine, store, rule)
+        verdicts = triage(alarms, measure, repo, machine, store, rule,
+                          history=StoredHistory(results))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if measure.runs:
