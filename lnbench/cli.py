@@ -1,4 +1,4 @@
-"""The ``lnbench`` command line (CONTRACT.md). Exit codes: 0 ok, 1 judged failure or found
+"""The ``lnbench`` command line (docs/interface.md). Exit codes: 0 ok, 1 judged failure or found
 regression, 2 bad usage or unreadable input (one line on stderr naming the argument or file)."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def dtype_name(dt: object) -> str:
 
 
 def stats_dtype(name: str) -> str:
-    """Saved mean/rstd dtype: float32 for 16-bit inputs, else the input dtype (CONTRACT.md)."""
+    """Saved mean/rstd dtype: float32 for 16-bit inputs, else the input dtype (interface)."""
     return "float32" if name in HALF else name
 
 

@@ -1,7 +1,7 @@
 """The seed's six LayerNorm-backward formulations, written once over an array namespace.
 
 The same functions run on NumPy, CuPy and torch (``xp`` from array-api-compat). Each follows the
-gist (../shared/seed/layernorm_backward_gist.py) line for line; the only change is that cs231n's
+gist (copied verbatim in tests/seed_gist.py) line for line; the only change is that cs231n's
 ``np.ones((M, K))`` takes the input's dtype — the gist's version silently promotes float32 to
 float64 (tests keep the literal gist to prove the judge catches that promotion).
 

@@ -31,7 +31,7 @@ FULL_SHAPES: tuple[tuple[int, int], ...] = (
     (4096, 768), (4096, 1024), (1024, 4096), (512, 8192), (256, 16384), (4096, 4096),
     (32768, 768), (4096, 64), (131072, 64),
 )
-# The grid of ../shared/ANCHORS.md (peer GB/s measured on an H100).
+# The grid of docs/peers.md (peer GB/s measured on an H100).
 ANCHOR_SHAPES: tuple[tuple[int, int], ...] = (
     (4096, 1024), (4096, 4096), (4096, 8192), (8192, 8192), (4096, 16384), (32768, 768),
 )
@@ -83,7 +83,7 @@ class Case:
 
     @property
     def nbytes_min(self) -> int:
-        """Bytes a backward moves at least (ANCHORS.md): x, dy, dx; stats; γ, dγ, dβ."""
+        """Bytes a backward moves at least (docs/peers.md): x, dy, dx; stats; γ, dγ, dβ."""
         elt = np_dtype(self.dtype).itemsize
         return 3 * self.M * self.N * elt + 8 * self.M + 3 * self.N * elt
 
@@ -115,7 +115,7 @@ def _draw_x(rng: np.random.Generator, case: Case) -> np.ndarray:
     M, N = case.M, case.N
     x = rng.standard_normal((M, N))  # normal and correlated: N(0, 1)
     if case.dist == "offset":
-        # |mean| >> std. 1e4 as in ANCHORS.md; 1e2 for 16-bit types, whose spacing at 1e4 (8 for
+        # |mean| >> std. 1e4 as in docs/peers.md; 1e2 for 16-bit types, whose spacing at 1e4 (8 for
         # float16, 64 for bfloat16) would round N(0, 1) noise away entirely.
         x += 1e2 if case.dtype in HALF else 1e4
     elif case.dist == "constant":

@@ -3,7 +3,7 @@
 An implementation is a *maker*: given a case's data it prepares everything a forward would have
 saved (outside any timing) and returns a zero-argument thunk that runs only the backward and
 returns ``(dx, dgamma, dbeta)`` — the pattern of tritonbench's registered backends. Plugins use
-the CONTRACT.md signature ``fn(dy, x, gamma, mean, rstd, eps)`` and are wrapped into a maker.
+the docs/interface.md signature ``fn(dy, x, gamma, mean, rstd, eps)`` and are wrapped into a maker.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Impl:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """The ``lnbench list --json`` record (CONTRACT.md) plus kind/saved/doc."""
+        """The ``lnbench list --json`` record (docs/interface.md) plus kind/saved/doc."""
         why = self.unavailable()
         return {
             "name": self.name,
@@ -116,7 +116,7 @@ def register(
     dtypes: Sequence[str] = DTYPES,
     affine: bool = True,
 ) -> Impl:
-    """Plugin API (CONTRACT.md): ``fn(dy, x, gamma, mean, rstd, eps) -> (dx, dgamma, dbeta)``."""
+    """Plugin API (interface): ``fn(dy, x, gamma, mean, rstd, eps) -> (dx, dgamma, dbeta)``."""
     from lnbench.arrays import ARRAYS, DEVICES
 
     if not isinstance(name, str) or not name:
@@ -151,7 +151,7 @@ def register(
 
 
 def contract_maker(fn: Callable[..., Any], array: str, device: str, affine: bool) -> Maker:
-    """Wrap a CONTRACT.md-signature function into a maker (inputs moved before timing)."""
+    """Wrap a docs/interface.md-signature function into a maker (inputs moved before timing)."""
     from lnbench.arrays import to_array
 
     def make(data: CaseData) -> Thunk:

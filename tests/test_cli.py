@@ -1,4 +1,4 @@
-"""The command line as CONTRACT.md states it: JSON keys, exit codes 0/1/2, plugins, --inputs."""
+"""The command line as the interface states it: JSON keys, exit codes 0/1/2, plugins, --inputs."""
 
 from __future__ import annotations
 

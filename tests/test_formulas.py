@@ -1,6 +1,6 @@
 """The namespace formulas (lnbench.formulas) are the seed gist's, line for line.
 
-tests/seed_gist.py is a verbatim copy of ../shared/seed/layernorm_backward_gist.py.
+tests/seed_gist.py is a verbatim copy of the seed gist.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def test_seed_forward_on_torch_equals_numpy(M, N):
 
 
 def test_cs231n_keeps_float32_while_the_gist_promotes_to_float64():
-    """ANCHORS.md: the seed's cs231n returns float64 for float32 input (np.ones promotes)."""
+    """docs/peers.md: the seed's cs231n returns float64 for float32 input (np.ones promotes)."""
     x, dy, gamma, beta = _case(2, 4, dtype=np.float32)
     _, cache = seed_gist.layernorm_forward(x, gamma, beta, 1e-5)
     gist_dx, gist_dg, gist_db = seed_gist.cs231n_layernorm_backward(dy, cache)

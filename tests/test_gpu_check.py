@@ -278,7 +278,7 @@ def test_orchestration_survives_crashes_sticky_errors_and_oom(tmp_path: Path,
     rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
         "--impl", "fake.*", "--impl", "cupy.fused", "--shape", "64x256", "--shape", "128x512"],
         env_extra={"LNBENCH_PLUGINS": str(tmp_path / "missing.py")})
-    # wrong, crashed, sticky and out-of-memory points: exit 1 (CONTRACT.md), naming them
+    # wrong, crashed, sticky and out-of-memory points: exit 1 (docs/interface.md), naming them
     assert rep["rc"] == 1 and "fake.wrong" in rep["last"] and "fake.ok" not in rep["last"]
     pts = {(p["impl"], p["M"]): p for p in rep["points"]}
     assert {k[0] for k in pts} == {"fake.ok", "fake.wrong", "fake.crash", "fake.sticky",

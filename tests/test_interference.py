@@ -280,7 +280,7 @@ def test_a_disturbed_point_is_remeasured_then_noisy_and_run_still_exits_0(
                  "--dtype", "float32", "--repeat", "3", "--no-memory", "--retries", "1",
                  "--out", str(out)])
     text = capsys.readouterr().out
-    assert code == 0  # noisy is not a judged failure (CONTRACT.md's 1 is for fail / error)
+    assert code == 0  # noisy is not a judged failure (docs/interface.md's 1 is for fail / error)
     recs = json.loads(out.read_text())["records"]
     for r in recs:
         assert r["status"] == "noisy" and r["reason"].startswith("load ") and r["noise"]

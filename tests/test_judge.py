@@ -86,7 +86,7 @@ def test_seed_formulas_pass_16bit_normal(name, dtype):
 
 
 def test_anchor_accuracy_facts_fp32_offset():
-    """ANCHORS.md: fp32 64x1024, x = 1e4 + N(0,1): caffe2 (raw x) ≈ 2-3x the others' dx error;
+    """docs/peers.md: fp32 64x1024, x = 1e4 + N(0,1): caffe2 (raw x) ≈ 2-3x the others' dx error;
     everything ≈ 1e-7 on N(0,1). All still within the κ-aware tolerance."""
     seeds = ["numpy.rocking", "numpy.c9", "numpy.cs231n", "numpy.kevin"]
     off = make_data(Case(64, 1024, "float32", "offset"))
@@ -132,7 +132,7 @@ def test_torch_cpu_16bit_backward_dgamma_dbeta_error_grows_with_M(dtype):
 
 
 def kevin_fn(dy, x, gamma, mean, rstd, eps):
-    """A correct CONTRACT.md implementation: float64 math, outputs in the input dtype."""
+    """A correct docs/interface.md implementation: float64 math, outputs in the input dtype."""
     dt = x.dtype
     x64, dy64, g64 = (np.asarray(a, dtype=np.float64) for a in (x, dy, gamma))
     m, r = np.asarray(mean, np.float64), np.asarray(rstd, np.float64)

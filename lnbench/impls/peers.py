@@ -1,4 +1,4 @@
-"""Peer GPU implementations the custom kernels are measured against (ANCHORS.md).
+"""Peer GPU implementations the custom kernels are measured against (docs/peers.md).
 
 Always listed; available only where their package and a CUDA device are present. Each maker runs
 the peer's *own* forward to get the saved statistics in the layout and dtype the peer expects

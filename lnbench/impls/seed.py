@@ -86,7 +86,7 @@ for _v, _doc in SEED_NAMES.items():
             )
         )
 
-# The "torch eager formula" peer of ANCHORS.md: the seed's kevin formula on torch tensors, the same
+# The "torch eager formula" peer (docs/peers.md): seed's kevin formula on torch tensors, the same
 # code as numpy.kevin, on the torch device of this machine (CUDA when torch sees a GPU).
 add(
     Impl(

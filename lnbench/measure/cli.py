@@ -4,7 +4,7 @@ The implementations of a case are timed interleaved, and every point carries the
 measured over its sampling window (load and steal in cores, copy bandwidth before and after,
 spread of the samples: lnbench.measure.interference). A point still disturbed after
 ``--retries`` re-measurements has status ``noisy`` and its reason; it is shown, written, and never
-a judged failure: the exit status is 1 only for ``fail`` or ``error`` points (CONTRACT.md), never
+a judged failure: the exit status is 1 only for ``fail`` or ``error`` points (interface), never
 for ``noisy`` ones.
 """
 

@@ -3,7 +3,7 @@
 Timing follows ``triton.testing.do_bench``: warm-up calls, then per call: zero a 256 MB buffer
 (flushes the L2 cache, 50 MB on an H100), record a start event, run the thunk, record an end
 event; every event pair is read after one final synchronize, so the host never stalls the queue
-between calls. The caller takes the median (``do_bench`` defaults to the *mean*, ANCHORS.md).
+between calls. The caller takes the median (``do_bench`` defaults to the *mean*, docs/peers.md).
 Events go on torch's current stream; CuPy launches on its current stream — both are the legacy
 default stream unless a caller changed them, so the events bracket CuPy kernels too.
 
@@ -177,7 +177,7 @@ def _cupy_peak_hook() -> Any:
 def copy_bandwidth_cuda(nbytes: int = 1 << 30, *, rep: int = 20) -> float:
     """Device-to-device copy speed in GB/s (1e9 B/s), counting read + write: 2·nbytes / median.
 
-    The practical speed of light for a memory-bound kernel (ANCHORS.md: 3019 GB/s on an H100).
+    The practical speed of light for a memory-bound kernel (docs/peers.md: 3019 GB/s on an H100).
     """
     torch = _require()
 

@@ -5,7 +5,7 @@ cost a page fault and zeroing on first touch; freed memory above a trim threshol
 the kernel; worker threads (numba's, torch's) allocate from arenas of their own, which are
 trimmed the same way; and both thresholds move with what the process freed before (glibc's
 "dynamic mmap threshold"). So the time of one backward depended on which cases had run before
-it in the same process. On the 2-core VM of the fourth session of 2026-11-26, ``torch.kevin`` at
+it in the same process. On a 2-core x86_64 VM (AMD EPYC, glibc 2.36), ``torch.kevin`` at
 256x1024 float64 took 0.33 ms inside ``lnbench run`` and 3.1 ms alone in a fresh process (2,500
 page faults per call), and the regression report over real asv history flagged an 8x
 regression between two commits that changed only the order of allocations before it.

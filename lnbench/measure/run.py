@@ -8,7 +8,7 @@ rounds. Around that sampling window the machine's load, CPU steal and copy bandw
 (lnbench.measure.interference); a case measured under interference beyond the thresholds
 documented there is re-timed (``retries`` times at most), and a point still disturbed is stored
 with status ``noisy`` and its reason: a real measurement, never a judged failure. Then each
-point's workspace is measured, and GB/s derived from the minimal bytes model of ANCHORS.md and %
+point's workspace is measured, and GB/s derived from the minimal bytes model of docs/peers.md and %
 of this machine's measured copy bandwidth. An unavailable implementation or unsupported dtype is
 ``skipped`` with its reason; one that raises or runs out of memory is ``error`` with a one-line
 reason, and the run goes on.

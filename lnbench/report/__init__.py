@@ -6,7 +6,7 @@ Reports read only what the measuring side stored (an asv results directory plus
 - ``loader``      results directory -> tidy pandas frames + a list of unreadable files
 - ``metrics``     which way is better for a metric, and which metrics are accuracy metrics
 - ``detect``      regression/improvement detection per series (pure functions over frames)
-- ``regressions`` the ``report regressions`` document (CONTRACT.md JSON shape)
+- ``regressions`` the ``report regressions`` document (docs/interface.md JSON shape)
 - ``hardware``    the ``report hardware`` table: machines side by side
 - ``render``      md / html / json / csv text for both reports
 - ``dashboard``   static HTML site with matplotlib (Agg) PNGs

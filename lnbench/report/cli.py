@@ -2,7 +2,7 @@
 
 ``add_parsers(subparsers)`` adds the commands to the main ``lnbench`` parser; every leaf
 parser sets ``func`` (``args -> exit code``). ``python -m lnbench.report.cli ...`` runs the
-same commands standalone. Exit codes (CONTRACT.md): 0 success; 1 a regression found with
+same commands standalone. Exit codes (docs/interface.md): 0 success; 1 a regression found with
 ``--fail-on-regression``; 2 bad usage or unreadable input, with a one-line message on stderr
 naming the argument or file.
 

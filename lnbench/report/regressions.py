@@ -1,4 +1,4 @@
-"""The ``lnbench report regressions`` document, in the JSON shape CONTRACT.md fixes.
+"""The ``lnbench report regressions`` document, in the JSON shape docs/interface.md fixes.
 
 ``{"regressions": [...], "improvements": [...], "errors": [...], "noisy": [...],
 "no_baseline": [...], "summary": {...}}``; each change entry has the contract keys
