@@ -24,7 +24,7 @@ Why ~1.8x and not 1.3x: the report judges asv's stored values, the median of eac
 samples. On the busy 2-core VM the medians of identical code spread by 10-15 % between
 commits of one interleaved run (the machine switches between a fast and a slow state every
 few seconds, and the median lands in either), while the 10th percentile spread by ~4 %: a
-1.3x step (clear in the 10th percentiles) was not flagged in 4 of 4 nights. The triage is
+1.3x step (clear in the 10th percentiles) was flagged in none of five nights. The triage is
 the same for any step the report flags. 8 interleaved rounds x 40 samples per commit. A few
 minutes on the 2-core VM (docs/nightly.md). ``LNBENCH_SKIP_E2E=1`` skips it.
 """

@@ -23,6 +23,11 @@ Method (``triage``):
    verdicts are kept in ``R/lnbench-triage.json`` (one per series and A, B), so a confirmed
    regression keeps failing the gate on later nights without being re-run, and an alarm found
    to be noise is not re-run either.
+   A is re-anchored when needed (``anchor``): if the stored value at ``prev_commit`` lies
+   nearer the alarm's ``after`` level than its ``before`` level (log scale), A becomes the
+   newest measured commit before it that is nearer ``before`` -- a change judged at the newest
+   point alone can name as "previous" a commit already past the step, and re-running that
+   against B would find nothing.
 2. A/B. For each (A, B), one ``asv run --interleave-rounds --record-samples -b REGEX...
    HASHFILE:[A, B]`` in the environments asv.conf.json builds (one environment per commit
    cannot be ``--python=same``), into a temporary results folder, with ``-b`` selecting exactly
