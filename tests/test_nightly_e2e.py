@@ -331,7 +331,9 @@ def test_nightly_confirms_and_bisects_a_real_slowdown(tmp_path: Path) -> None:
     by = {_name(x): x for x in tri}
     assert set(by) == {"time_backward", "time_row_norms"}, tri
     assert by["time_row_norms"]["status"] == "not reproduced", by["time_row_norms"]
-    assert by["time_row_norms"]["ab"]["ratio"] < 1.15, by["time_row_norms"]
+    # no bound on the A/B ratio itself: identical code measured A/B interleaved on the 2-core
+    # VM came out 1.16x and 1.23x in two runs (the machine's own noise); the verdict above is
+    # what the triage must get right, and it needs the significance test as well as the ratio
     assert by["time_backward"]["status"] == "confirmed" and by["time_backward"]["earlier"]
     if not any(_name(x) == "time_row_norms" for x in verdicts):  # no noise alarm on the night
         assert proc.stderr.count("triage: A/B") == 1, proc.stderr  # only the new alarm re-ran
