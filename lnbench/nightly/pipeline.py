@@ -221,6 +221,55 @@ def resolve_dirs(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
     return results, html, tmp
 
 
+_PARAMS = re.compile(r"^(?:\[[\d.]+%\] [·.]+ )?\s*For parameters: ")
+_SKIPPED = re.compile(r"^\s*asv: skipped: (.*)$")
+
+
+class SkipSummary:
+    """asv's ``--show-stderr`` prints three lines per skipped parameter set ("For parameters:
+    …", "asv: skipped: <reason>", a blank line) -- thousands on a machine without a GPU. This
+    filter drops those blocks from the live log and counts them per reason instead; every other
+    line passes through unchanged and in order."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._held: list[str] = []
+
+    def feed(self, line: str) -> list[str]:
+        """The lines to print now, given the next line of asv's output."""
+        held = self._held
+        if held and len(held) == 2:  # a counted skip's trailing blank line
+            self._held = []
+            return [] if not line.strip() else self.feed(line)
+        if held:
+            m = _SKIPPED.match(line)
+            if m:
+                reason = m.group(1).strip()
+                self.counts[reason] = self.counts.get(reason, 0) + 1
+                self._held = [held[0], line]
+                return []
+            self._held = []
+            return [held[0], *self.feed(line)]
+        if _PARAMS.match(line):
+            self._held = [line]
+            return []
+        return [line]
+
+    def flush(self) -> list[str]:
+        out = self._held[:1] if len(self._held) == 1 else []
+        self._held = []
+        return out
+
+    def summary(self) -> list[str]:
+        total = sum(self.counts.values())
+        if not total:
+            return []
+        lines = [f"skipped parameter sets: {total} (asv's n/a above), by reason:"]
+        lines += [f"  {n:6d}  {reason}" for reason, n in
+                  sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        return lines
+
+
 class Pipeline:
     def __init__(self, total: int, dry_run: bool) -> None:
         self.total, self.n, self.dry_run = total, 0, dry_run
@@ -237,7 +286,8 @@ class Pipeline:
             print("::endgroup::", flush=True)
 
     def run(self, title: str, cmd: list[str], env: dict[str, str] | None = None,
-            capture: bool = False, cwd: Path = ROOT) -> tuple[int, str]:
+            capture: bool = False, cwd: Path = ROOT,
+            count_skips: bool = False) -> tuple[int, str]:
         self.header(title)
         print("$ " + shlex.join(cmd), flush=True)
         if self.dry_run:
@@ -249,6 +299,8 @@ class Pipeline:
                                check=False)
             sys.stdout.write(p.stdout)
             rc, out = p.returncode, p.stdout
+        elif count_skips:
+            rc, out = _run_counting_skips(cmd, cwd, env), ""
         else:
             rc, out = subprocess.call(cmd, cwd=cwd, env=env), ""
         self.done(rc, time.perf_counter() - t0)
@@ -256,6 +308,23 @@ class Pipeline:
             print(f"nightly: step '{title}' failed with exit code {rc}", file=sys.stderr,
                   flush=True)
         return rc, out
+
+
+def _run_counting_skips(cmd: list[str], cwd: Path, env: dict[str, str] | None) -> int:
+    """Run ``cmd`` with its output streamed through :class:`SkipSummary`."""
+    skips = SkipSummary()
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            for out in skips.feed(line.rstrip("\n")):
+                print(out, flush=True)
+        for out in skips.flush():
+            print(out, flush=True)
+        rc = proc.wait()
+    for out in skips.summary():
+        print(out, flush=True)
+    return rc
 
 
 def needs_machine(name: str | None) -> bool:
@@ -356,7 +425,7 @@ def pipeline(args: argparse.Namespace) -> int:
         cmd = [py, "-m", "asv", "run", "--python=same", "--set-commit-hash", head,
                "--record-samples", "--show-stderr", *quick, *bench, *machine, *conf]
         title = f"asv run {head[:8]} in this Python (LNBENCH_GRID={args.grid})"
-    rc, _ = p.run(title, cmd, env=env, cwd=asv_cwd)
+    rc, _ = p.run(title, cmd, env=env, cwd=asv_cwd, count_skips=True)
     if rc:
         if not args.keep_going:
             return rc
