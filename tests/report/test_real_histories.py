@@ -8,30 +8,19 @@ Without that folder every test here is skipped with the reason.
 
 from __future__ import annotations
 
-import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from asv_histories import HISTORIES, unpack
 
 from lnbench.report.cli import main as cli_main
 from lnbench.report.loader import LoadedResults, load_results, read_first_parent
 from lnbench.report.regressions import regression_report
 
-REPO = Path(__file__).resolve().parents[2]
-HISTORIES = Path(os.environ.get("LNBENCH_ASV_HISTORIES")
-                 or REPO.parent / "shared" / "data" / "asv-histories")
-
 
 def _unpack(tmp_path_factory: pytest.TempPathFactory, tarball: str) -> Path:
-    src = HISTORIES / tarball
-    if not src.is_file():
-        pytest.skip(f"real asv histories not available: no {src} (set LNBENCH_ASV_HISTORIES)")
-    dest = tmp_path_factory.mktemp(tarball.split(".")[0])
-    with tarfile.open(src) as tar:
-        tar.extractall(dest, filter="data")
-    return dest / "results"
+    return unpack(tarball, tmp_path_factory.mktemp(tarball.split(".")[0]))
 
 
 @pytest.fixture(scope="session")

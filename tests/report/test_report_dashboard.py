@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import struct
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from asv_histories import REPO, unpack
 
 from lnbench.report import synthetic as syn
 from lnbench.report.dashboard import (
@@ -114,24 +113,9 @@ def test_missing_and_all_nan_metrics_are_reported(tmp_path: Path) -> None:
 
 # --- any asv suite: kedro's and photutils' real histories, the repository's own results/ -----
 
-REPO = Path(__file__).resolve().parents[2]
-HISTORIES = Path(os.environ.get("LNBENCH_ASV_HISTORIES")
-                 or REPO.parent / "shared" / "data" / "asv-histories")
-
-
-def _unpack(name: str, dest: Path) -> Path:
-    archive = HISTORIES / name
-    if not archive.is_file():
-        pytest.skip(f"real asv history {archive} not available (clone without shared/; set "
-                    "LNBENCH_ASV_HISTORIES)")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest / "results"
-
-
 @pytest.fixture(scope="module")
 def kedro_loaded(tmp_path_factory: pytest.TempPathFactory) -> LoadedResults:
-    return load_results(_unpack("kedro.tar.gz", tmp_path_factory.mktemp("kedro")))
+    return load_results(unpack("kedro.tar.gz", tmp_path_factory.mktemp("kedro")))
 
 
 def test_kedro_dashboard_history_and_machines_no_lnbench_sections(
@@ -195,7 +179,7 @@ def test_net_change_levels() -> None:
 
 
 def test_photutils_v1_dashboard(tmp_path: Path) -> None:
-    root = _unpack("photutils-v1.tar.gz", tmp_path)
+    root = unpack("photutils-v1.tar.gz", tmp_path)
     loaded = load_results(root)
     if not loaded.has_results:
         pytest.skip("the loader does not read asv v1 result files: "

@@ -16,12 +16,11 @@ import io
 import itertools
 import json
 import math
-import os
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
+from asv_histories import REPO, unpack
 
 from lnbench.report import synthetic as syn
 from lnbench.report.cli import main
@@ -29,9 +28,6 @@ from lnbench.report.dashboard import bytes_moved, elt_bytes
 from lnbench.report.hardware import hardware_table
 from lnbench.report.loader import load_results
 
-REPO = Path(__file__).resolve().parents[2]
-HISTORIES = Path(os.environ.get("LNBENCH_ASV_HISTORIES")
-                 or REPO.parent / "shared" / "data" / "asv-histories")
 KEDRO_MACHINE = "github-actions"
 
 
@@ -39,16 +35,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     rc = main(list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
-
-
-def unpack(name: str, dest: Path) -> Path:
-    archive = HISTORIES / name
-    if not archive.is_file():
-        pytest.skip(f"real asv history {archive} not available (clone without shared/; set "
-                    "LNBENCH_ASV_HISTORIES)")
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest / "results"
 
 
 @pytest.fixture(scope="module")
