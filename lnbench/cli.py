@@ -240,23 +240,23 @@ def _red(n: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["nightly"]:
+    if argv[:1] == ["nightly"]:  # the pipeline parses its own arguments
         from lnbench.nightly.pipeline import main as nightly_main
 
-        try:
-            return int(nightly_main(argv[1:]))
-        except KeyboardInterrupt:
-            print("lnbench: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    forced = os.environ.get("LNBENCH_TORCH_DEVICE")
-    if forced is not None and forced not in ("cpu", "cuda"):
-        print(f"lnbench: error: LNBENCH_TORCH_DEVICE={forced}: must be cpu or cuda",
-              file=sys.stderr)
-        return EXIT_USAGE
+        def run() -> int:
+            return nightly_main(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        forced = os.environ.get("LNBENCH_TORCH_DEVICE")
+        if forced is not None and forced not in ("cpu", "cuda"):
+            print(f"lnbench: error: LNBENCH_TORCH_DEVICE={forced}: must be cpu or cuda",
+                  file=sys.stderr)
+            return EXIT_USAGE
+
+        def run() -> int:
+            return args.func(args)
     try:
-        return int(args.func(args))
+        return int(run())
     except UsageError as e:
         print(f"lnbench: error: {e}", file=sys.stderr)
         return EXIT_USAGE
