@@ -17,6 +17,7 @@ from itertools import product
 import numpy as np
 
 from lnbench.dtypes import DTYPES, HALF, np_dtype, stats_dtype
+from lnbench.metrics import bytes_moved
 
 DISTS: tuple[str, ...] = ("normal", "offset", "constant", "outlier", "correlated")
 EPS = 1e-5
@@ -83,9 +84,9 @@ class Case:
 
     @property
     def nbytes_min(self) -> int:
-        """Bytes a backward moves at least (docs/peers.md): x, dy, dx; stats; γ, dγ, dβ."""
-        elt = np_dtype(self.dtype).itemsize
-        return 3 * self.M * self.N * elt + 8 * self.M + 3 * self.N * elt
+        """Bytes a backward moves at least: ``lnbench.metrics.bytes_moved`` (x, dy, dx; stats;
+        γ, dγ, dβ)."""
+        return bytes_moved(self.M, self.N, np_dtype(self.dtype).itemsize)
 
 
 def cases(
