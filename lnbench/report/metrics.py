@@ -1,16 +1,23 @@
-"""What a stored number means: which way is better, and whether it is an accuracy metric.
+"""What a stored number means: which way is better, whether it is an accuracy metric, and
+the values it cannot take.
 
-Rules, in order (first that applies wins):
+Direction (:func:`higher_is_better`), first rule that applies wins:
 
 1. ``benchmarks.json`` says so: a benchmark attribute ``higher_is_better`` (bool) or
    ``direction`` (``"higher"``/``"lower"``); asv copies user-defined benchmark attributes into
-   ``benchmarks.json``, so the measuring side can set them on a method.
-2. The method name contains ``gbps``, ``pct_copy``, ``throughput``, ``bandwidth`` or ``flops``,
-   or the unit is a rate (``.../s``): higher is better.
-3. Otherwise lower is better (times, bytes, relative errors, unknown ``track_`` values).
+   ``benchmarks.json``, so any suite can declare it on a method.
+2. lnbench declares the metric (``lnbench.metrics.METRICS``, looked up by method name:
+   ``track_gbps`` and ``track_pct_copy`` are higher-is-better, times, bytes and errors lower).
+3. The declared unit is a rate (``.../s``, e.g. ``ops/s``): higher is better.
+4. Otherwise asv's own convention: lower is better, for ``time_``, ``peakmem_``, ``mem_`` and
+   ``track_`` alike (asv counts an upward step as the regression, ``asv/step_detect.py``
+   ``detect_regressions``, and a smaller value as better, ``asv/commands/compare.py``
+   ``_is_result_better``). A method's name is never read for its direction: a suite whose
+   ``track_throughput`` is higher-is-better declares it (rule 1).
 
-Accuracy metrics are the methods whose name contains ``rel_err``; they get their own
-detection thresholds (see ``lnbench.report.detect.ACCURACY``).
+Accuracy metrics (:func:`is_accuracy`) are the ones declared with kind ``accuracy``
+(``track_rel_err_*``); they get their own detection thresholds
+(``lnbench.report.detect.ACCURACY``). Lower bounds: :func:`lower_bound`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_HIGHER_NAME = re.compile(r"gbps|pct_copy|throughput|bandwidth|flops", re.IGNORECASE)
+from lnbench import metrics as declared
+
 _RATE_UNIT = re.compile(r"/\s*s(ec(ond)?)?$", re.IGNORECASE)
 
 #: Units asv assigns by benchmark type when benchmarks.json is missing.
@@ -47,8 +55,9 @@ def higher_is_better(benchmark: str, meta: Mapping[str, Any] | None = None) -> b
     direction = meta.get("direction")
     if isinstance(direction, str) and direction.lower() in ("higher", "lower"):
         return direction.lower() == "higher"
-    if _HIGHER_NAME.search(method_name(benchmark)):
-        return True
+    known = declared.metric(benchmark)
+    if known is not None:
+        return known.higher_is_better
     unit = meta.get("unit")
     return isinstance(unit, str) and bool(_RATE_UNIT.search(unit.strip()))
 
@@ -56,24 +65,27 @@ def higher_is_better(benchmark: str, meta: Mapping[str, Any] | None = None) -> b
 def lower_bound(benchmark: str, unit: str | None) -> tuple[float, bool] | None:
     """``(bound, strict)`` that every real value of ``benchmark`` lies above, or None.
 
-    A time (unit ``seconds``), a bandwidth or a % of copy is > 0; a byte count or a relative
-    error is >= 0. A stored value outside is impossible (a broken timer or a hand-edited file):
-    the loader marks it ``invalid``. Other ``track_`` values may be anything.
+    A declared metric's own bound (``lnbench.metrics``: a time, a bandwidth or a % of copy is
+    > 0; a byte count or a relative error is >= 0); else by the unit (``seconds`` > 0,
+    ``bytes`` >= 0) or asv's benchmark type (``time_``/``timeraw_`` > 0, ``mem_``/``peakmem_``
+    >= 0). A stored value outside is impossible (a broken timer or a hand-edited file): the
+    loader marks it ``invalid``. Other ``track_`` values may be anything.
     """
+    known = declared.metric(benchmark)
+    if known is not None:
+        return known.lower_bound, known.strict
     name = method_name(benchmark)
-    # by unit, or by name where the unit was guessed (no benchmarks.json): track_seconds
-    if (unit == "seconds" or name.startswith(("time_", "timeraw_")) or name.endswith("_seconds")
-            or _HIGHER_NAME.search(name)):
+    if unit == "seconds" or name.startswith(("time_", "timeraw_")):
         return 0.0, True
-    if (unit == "bytes" or name.startswith(("mem_", "peakmem_")) or name.endswith("_bytes")
-            or is_accuracy(benchmark)):
+    if unit == "bytes" or name.startswith(("mem_", "peakmem_")):
         return 0.0, False
     return None
 
 
 def is_accuracy(benchmark: str) -> bool:
-    """True for relative-error metrics (``track_rel_err_*``)."""
-    return "rel_err" in method_name(benchmark)
+    """True for metrics declared as accuracy (``track_rel_err_*``, ``lnbench.metrics``)."""
+    known = declared.metric(benchmark)
+    return known is not None and known.kind == "accuracy"
 
 
 def default_unit(benchmark: str) -> str:
