@@ -131,6 +131,7 @@ def time_interleaved(
     min_sample: float = 0.01,
     max_time: float = 2.0,
     seed: int = 0,
+    before_sample: Callable[[int, int], None] | None = None,
 ) -> list[Timing]:
     """Per-call seconds of several ``(thunk, device)`` pairs, sampled round by round.
 
@@ -140,6 +141,8 @@ def time_interleaved(
     ``random.Random(seed)`` for each round. Sampling stops after ``repeat`` rounds, or earlier
     (but after at least 3 rounds) once ``max_time`` seconds per thunk have been spent, so the
     budget is that of measuring them one after another. Every Timing has the same rounds.
+    ``before_sample(k, round)``, when given, is called before each sample of thunk ``k``, outside
+    the timed calls (``lnbench gpu-check`` records there which point a crashed worker was in).
     """
     if not thunks:
         return []
@@ -165,6 +168,8 @@ def time_interleaved(
         rng.shuffle(order)
         for k in list(order):
             thunk, device = thunks[k]
+            if before_sample is not None:
+                before_sample(k, rounds)
             try:
                 if device == "cuda":
                     from lnbench.measure.cuda import time_cuda
