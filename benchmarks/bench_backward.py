@@ -1,8 +1,10 @@
-"""LayerNorm backward: runtime, memory, bandwidth and error. The work lives in lnbench.measure.
+"""LayerNorm backward: runtime, memory, bandwidth and error. The work lives in lnbench.measure;
+each metric's unit and meaning in lnbench.metrics.
 
 Grid: LNBENCH_GRID=quick|full|anchors (default quick); plugins: LNBENCH_PLUGINS=a.py:b.py.
 """
 
+from lnbench import metrics as M
 from lnbench.measure import asvbench as B
 
 
@@ -52,10 +54,10 @@ class Metrics:
     def track_workspace_bytes(self, cache, impl, shape, dtype):
         return B.value(self.r, "workspace_bytes")
 
-    track_seconds.unit = "seconds"
-    track_gbps.unit = "GB/s"
-    track_pct_copy.unit = "%"
-    track_workspace_bytes.unit = "bytes"
+    track_seconds.unit = M.unit("track_seconds")
+    track_gbps.unit = M.unit("track_gbps")
+    track_pct_copy.unit = M.unit("track_pct_copy")
+    track_workspace_bytes.unit = M.unit("track_workspace_bytes")
 
 
 class Accuracy:
@@ -80,6 +82,6 @@ class Accuracy:
     def track_rel_err_dbeta(self, cache, impl, shape, dtype, dist):
         return B.value(self.r, "rel_err_dbeta")
 
-    track_rel_err_dx.unit = "relative error"
-    track_rel_err_dgamma.unit = "relative error"
-    track_rel_err_dbeta.unit = "relative error"
+    track_rel_err_dx.unit = M.unit("track_rel_err_dx")
+    track_rel_err_dgamma.unit = M.unit("track_rel_err_dgamma")
+    track_rel_err_dbeta.unit = M.unit("track_rel_err_dbeta")
