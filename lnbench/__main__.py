@@ -1,3 +1,5 @@
+"""``python -m lnbench ...``: the ``lnbench`` command."""
+
 import sys
 
 from lnbench.cli import main

@@ -1,5 +1,6 @@
-"""The helper scripts on bad input (README "What is in it": exit 2 with one line on stderr naming
-the argument or file, never a traceback): scripts/speed-table, scripts/accuracy-table,
+"""The table reports and helper scripts on bad input (exit 2 with one line on stderr naming the
+argument or file, never a traceback): `lnbench report speed` and `lnbench report accuracy`
+(scripts/speed-table and scripts/accuracy-table remain as wrappers of them),
 scripts/bench-report and scripts/gpu-prep. Small temporary inputs; no network (gpu-prep is
 driven with an unreachable index or a local folder of generated wheels). A few seconds."""
 
@@ -28,6 +29,12 @@ def script(name: str, *args: str, env: dict[str, str] | None = None,
                           env=env)
 
 
+def report(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``lnbench report NAME ARGS`` in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "lnbench", "report", name, *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def one_line(proc: subprocess.CompletedProcess[str], *names: str, code: int = 2) -> str:
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -53,7 +60,7 @@ def bad_files(tmp: Path) -> dict[str, Path]:
     return files
 
 
-# --- speed-table ---------------------------------------------------------------------------------
+# --- lnbench report speed ---------------------------------------------------------------------
 
 
 def _record(impl: str, M: int, N: int, dtype: str, seconds: float | None, *,
@@ -90,7 +97,7 @@ def speed_json(tmp_path: Path) -> Path:
 
 
 def test_speed_table_prints_the_table_and_names_what_was_not_measured(speed_json: Path) -> None:
-    proc = script("speed-table", str(speed_json))
+    proc = report("speed", str(speed_json))
     assert proc.returncode == 0, proc.stderr
     assert "Machine `box`: Test CPU, 2 cores, copy 40.0 GB/s" in proc.stdout
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ")]
@@ -104,60 +111,60 @@ def test_speed_table_prints_the_table_and_names_what_was_not_measured(speed_json
 
 
 def test_speed_table_bar_impl_judges_the_bar(speed_json: Path, tmp_path: Path) -> None:
-    proc = script("speed-table", str(speed_json), "--bar-impl", "fast.v1")
+    proc = report("speed", str(speed_json), "--bar-impl", "fast.v1")
     assert proc.returncode == 0, proc.stderr
     bar = proc.stdout.strip().splitlines()[-1]
     assert bar.startswith("Bar (≥ 70 % of copy and ≥ 2× torch.native") and bar.endswith("met.")
     assert "fast.v1 80 % of copy, 2.50× torch.native" in bar and "2 point(s)" in bar
-    proc = script("speed-table", str(speed_json), "--bar-impl", "fast.v1", "--bar-copy", "85")
+    proc = report("speed", str(speed_json), "--bar-impl", "fast.v1", "--bar-copy", "85")
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.strip().endswith("MISSED.")
-    proc = script("speed-table", str(speed_json), "--bar-impl", "fast.v1", "--bar-speedup", "3")
+    proc = report("speed", str(speed_json), "--bar-impl", "fast.v1", "--bar-speedup", "3")
     assert proc.returncode == 1 and "MISSED" in proc.stdout, proc.stderr
     # the bar is defined at M·N >= 4Mi only
     small = tmp_path / "small.json"
     small.write_text(json.dumps(run_doc([_record("fast.v1", 64, 1024, "float32", 1e-5),
                                          _record("torch.native", 64, 1024, "float32", 2e-5)])))
-    assert script("speed-table", str(small)).returncode == 0
-    one_line(script("speed-table", str(small), "--bar-impl", "fast.v1"), "--bar-impl", "4Mi")
+    assert report("speed", str(small)).returncode == 0
+    one_line(report("speed", str(small), "--bar-impl", "fast.v1"), "--bar-impl", "4Mi")
     for bad in ("0", "-1", "nan", "inf", "x"):
-        one_line(script("speed-table", str(speed_json), "--bar-copy", bad), "--bar-copy")
+        one_line(report("speed", str(speed_json), "--bar-copy", bad), "--bar-copy")
 
 
 def test_speed_table_unknown_baseline_or_bar_impl_lists_what_is_there(speed_json: Path) -> None:
-    line = one_line(script("speed-table", str(speed_json), "--baseline", "nope"),
+    line = one_line(report("speed", str(speed_json), "--baseline", "nope"),
                     "--baseline nope", "fast.v1", "torch.native")
     assert "nan" not in line
-    one_line(script("speed-table", str(speed_json), "--bar-impl", "nope"), "--bar-impl nope",
+    one_line(report("speed", str(speed_json), "--bar-impl", "nope"), "--bar-impl nope",
              "fast.v1")
     # in the file, but never measured: not a baseline either
-    one_line(script("speed-table", str(speed_json), "--baseline", "bad.v1"), "--baseline bad.v1",
+    one_line(report("speed", str(speed_json), "--baseline", "bad.v1"), "--baseline bad.v1",
              "no measured point")
-    proc = script("speed-table", str(speed_json), "--baseline", "fast.v1")
+    proc = report("speed", str(speed_json), "--baseline", "fast.v1")
     assert proc.returncode == 0 and "geomean × fast.v1" in proc.stdout, proc.stderr
     assert "0.40×" in next(r for r in proc.stdout.splitlines() if r.startswith("| torch.nat"))
 
 
 def test_speed_table_unreadable_input_is_one_line_naming_the_file(tmp_path: Path) -> None:
     for path in bad_files(tmp_path).values():
-        one_line(script("speed-table", str(path)), path.name)
+        one_line(report("speed", str(path)), path.name)
     bad_rec = tmp_path / "bad-record.json"
     bad_rec.write_text(json.dumps({"records": [{"impl": "x"}]}))
-    one_line(script("speed-table", str(bad_rec)), "bad-record.json", "record 0")
+    one_line(report("speed", str(bad_rec)), "bad-record.json", "record 0")
     text = tmp_path / "text.json"
     text.write_text(json.dumps(run_doc([_record("a", 2, 4, "float32", 1e-6) | {"M": "two"}])))
-    one_line(script("speed-table", str(text)), "text.json")
-    one_line(script("speed-table"), "FILE.json")
+    one_line(report("speed", str(text)), "text.json")
+    one_line(report("speed"), "FILE.json")
 
 
 def test_speed_table_empty_run_is_exit_2_with_a_clear_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty-run.json"
     empty.write_text(json.dumps(run_doc([])))
-    one_line(script("speed-table", str(empty)), "empty-run.json", "empty run", "no records")
+    one_line(report("speed", str(empty)), "empty-run.json", "empty run", "no records")
     errored = tmp_path / "all-error.json"
     errored.write_text(json.dumps(run_doc([_record("bad.v1", 2, 4, "float32", None,
                                                    status="error")])))
-    one_line(script("speed-table", str(errored)), "all-error.json", "no measured record",
+    one_line(report("speed", str(errored)), "all-error.json", "no measured record",
              "1 error")
 
 
@@ -165,12 +172,12 @@ def test_speed_table_runs_on_the_stored_readme_run() -> None:
     stored = ROOT / "results" / "cpu-bar-vm.json"
     if not stored.exists():
         pytest.skip("results/cpu-bar-vm.json is not in this checkout")
-    proc = script("speed-table", str(stored), "--bar-impl", "numba.fused")
+    proc = report("speed", str(stored), "--bar-impl", "numba.fused")
     assert proc.returncode in (0, 1), proc.stderr
     assert "| numba.fused" in proc.stdout and "geomean × torch.native" in proc.stdout
 
 
-# --- accuracy-table ------------------------------------------------------------------------------
+# --- lnbench report accuracy ------------------------------------------------------------------
 
 
 def _check_rows(impl: str, N: int, dtype: str, dist: str, status: str = "ok",
@@ -209,7 +216,7 @@ def _table(stdout: str) -> dict[str, dict[str, str]]:
 
 
 def test_accuracy_table_shows_errored_implementations(check_json: Path) -> None:
-    proc = script("accuracy-table", str(check_json), "dx", "768")
+    proc = report("accuracy", str(check_json), "dx", "768")
     assert proc.returncode == 0, proc.stderr
     t = _table(proc.stdout)
     assert set(t) == {"good.v1", "bad.v1", "wrong.v1"}  # gpu.v1 only skipped: no row
@@ -220,19 +227,19 @@ def test_accuracy_table_shows_errored_implementations(check_json: Path) -> None:
     assert list(t["good.v1"]) == ["normal float64", "normal float32", "offset float64",
                                   "offset float32"]
     # without MIN_N the N = 4 cases count; GRAD picks the gradient
-    assert _table(script("accuracy-table", str(check_json)).stdout)["good.v1"][
+    assert _table(report("accuracy", str(check_json)).stdout)["good.v1"][
         "normal float32"] == "9.0e-03"
-    t = _table(script("accuracy-table", str(check_json), "dgamma", "768").stdout)
+    t = _table(report("accuracy", str(check_json), "dgamma", "768").stdout)
     assert t["good.v1"]["normal float32"] == "6.0e-07" and t["bad.v1"]["normal float32"] == "error"
 
 
 def test_accuracy_table_bad_arguments_are_argparse_errors(check_json: Path) -> None:
-    one_line(script("accuracy-table"), "FILE.json")
-    one_line(script("accuracy-table", str(check_json), "dz"), "GRAD", "dz", "dgamma")
-    one_line(script("accuracy-table", str(check_json), "dx", "abc"), "MIN_N", "abc")
-    one_line(script("accuracy-table", str(check_json), "dx", "0"), "MIN_N")
-    one_line(script("accuracy-table", str(check_json), "dx", "1", "more"), "more")
-    one_line(script("accuracy-table", str(check_json), "dx", "100000"), "check.json",
+    one_line(report("accuracy"), "FILE.json")
+    one_line(report("accuracy", str(check_json), "dz"), "GRAD", "dz", "dgamma")
+    one_line(report("accuracy", str(check_json), "dx", "abc"), "MIN_N", "abc")
+    one_line(report("accuracy", str(check_json), "dx", "0"), "MIN_N")
+    one_line(report("accuracy", str(check_json), "dx", "1", "more"), "more")
+    one_line(report("accuracy", str(check_json), "dx", "100000"), "check.json",
              "nothing to tabulate")
 
 
@@ -240,15 +247,25 @@ def test_accuracy_table_unreadable_input_is_one_line_naming_the_file(tmp_path: P
     for why, path in bad_files(tmp_path).items():
         if why == "object":
             continue
-        one_line(script("accuracy-table", str(path)), path.name)
+        one_line(report("accuracy", str(path)), path.name)
     obj = tmp_path / "object.json"
-    one_line(script("accuracy-table", str(obj)), "object.json", "results")
+    one_line(report("accuracy", str(obj)), "object.json", "results")
     empty = tmp_path / "no-results.json"
     empty.write_text(json.dumps({"results": []}))
-    one_line(script("accuracy-table", str(empty)), "no-results.json", "nothing to tabulate")
+    one_line(report("accuracy", str(empty)), "no-results.json", "nothing to tabulate")
     row = tmp_path / "bad-row.json"
     row.write_text(json.dumps({"results": [{"impl": "x", "grad": "dx"}]}))
-    one_line(script("accuracy-table", str(row)), "bad-row.json", "result 0")
+    one_line(report("accuracy", str(row)), "bad-row.json", "result 0")
+
+
+def test_the_table_scripts_are_the_report_commands(speed_json: Path, check_json: Path) -> None:
+    """scripts/speed-table and scripts/accuracy-table: the same output and exit codes."""
+    for name, path, extra in (("speed", speed_json, ["--bar-impl", "fast.v1"]),
+                              ("accuracy", check_json, ["dx", "768"])):
+        new, old = report(name, str(path), *extra), script(f"{name}-table", str(path), *extra)
+        assert new.returncode == old.returncode == 0, (new.stderr, old.stderr)
+        assert new.stdout == old.stdout and "|" in new.stdout
+        one_line(script(f"{name}-table", str(path.parent / "missing.json")), "missing.json")
 
 
 # --- bench-report --------------------------------------------------------------------------------
@@ -374,14 +391,15 @@ def test_gpu_prep_success_replaces_the_old_set(tmp_path: Path) -> None:
         "array_api_compat-1.12-py3-none-any.whl", "liger_kernel-0.7.0-py3-none-any.whl"]
 
 
-@pytest.mark.parametrize("args", [["speed-table", "results/cpu-bar-vm.json"],
-                                  ["nightly", "--help"]])
+@pytest.mark.parametrize("args", [["scripts/speed-table", "results/cpu-bar-vm.json"],
+                                  ["scripts/nightly", "--help"],
+                                  ["-m", "lnbench", "report", "speed", "results/cpu-bar-vm.json"]])
 def test_output_into_a_closed_pipe_is_no_traceback(args: list[str]) -> None:
-    """As `scripts/speed-table F | head -1`, deterministically: the reader is gone already."""
+    """As `lnbench report speed F | head -1`, deterministically: the reader is gone already."""
     r, w = os.pipe()
     os.close(r)
     try:
-        p = subprocess.run([sys.executable, str(SCRIPTS / args[0]), *args[1:]], stdout=w,
+        p = subprocess.run([sys.executable, *args], stdout=w,
                            stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
     finally:
         os.close(w)

@@ -20,10 +20,11 @@ import gc
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lnbench.caseloop import Key, attempt, run_cases, skip_reason
 from lnbench.grid import Case, CaseData, make_data
 from lnbench.judge import GRADS, error_reason, judge_grad
 from lnbench.registry import Impl, as_triple
@@ -63,17 +64,17 @@ class Record:
     noise: str = ""  # why the measurement is disturbed (status noisy, or appended to a fail)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def key(self) -> Key:
+        """The point's result key (lnbench.caseloop.Key), as check and profile carry it."""
+        return Key.of_result(self)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, float) and not math.isfinite(v):
                 d[k] = None
         return d
-
-
-def _base(impl: Impl, case: Case) -> dict[str, Any]:
-    return dict(impl=impl.name, case=case.name, M=case.M, N=case.N, dtype=case.dtype,
-                dist=case.dist, device=impl.device)
 
 
 def measure(
@@ -94,20 +95,25 @@ def measure(
 def _prepare(impl: Impl, data: CaseData) -> tuple[Record, Callable[[], Any] | None]:
     """The point's record, judged, and its prepared thunk (None when it is not to be timed)."""
     case = data.case
-    why = impl.unavailable() or impl.unsupported(case)
+    base = Key.of(impl, case).as_dict()
+    why = skip_reason(impl, case)
     if why:
-        return Record(**_base(impl, case), status="skipped", reason=why), None
-    try:
+        return Record(**base, status="skipped", reason=why), None
+
+    def prepared() -> tuple[Callable[[], Any], tuple[Any, Any, Any], float]:
         t0 = time.perf_counter()
         thunk = impl.make(data)
         outs = as_triple(thunk())
-        prep = time.perf_counter() - t0
-    except (Exception, SystemExit) as e:  # noqa: BLE001 - any failure of the impl is a result
-        return Record(**_base(impl, case), status="error", reason=error_reason(e)), None
+        return thunk, outs, time.perf_counter() - t0
+
+    got, err = attempt(prepared)  # any failure of the impl is its point's result
+    if got is None:
+        return Record(**base, status="error", reason=err), None
+    thunk, outs, prep = got
     try:
         ref = data.reference(impl.affine)
     except MemoryError as e:  # the machine, not the implementation: said so, the run goes on
-        return Record(**_base(impl, case), status="error",
+        return Record(**base, status="error",
                       reason=f"reference: {error_reason(e)}"), None
     errs: dict[str, float | None] = {}
     status, reasons = "ok", []
@@ -121,7 +127,7 @@ def _prepare(impl: Impl, data: CaseData) -> tuple[Record, Callable[[], Any] | No
             status = "fail"
             reasons.append(why)
     del outs
-    return Record(**_base(impl, case), status=status, reason="; ".join(reasons),
+    return Record(**base, status=status, reason="; ".join(reasons),
                   prepare_seconds=prep, rel_err_dx=errs["dx"], rel_err_dgamma=errs["dgamma"],
                   rel_err_dbeta=errs["dbeta"]), thunk
 
@@ -140,14 +146,14 @@ def _time_case(ready: list[tuple[Record, Callable[[], Any], Impl]], case: Case, 
     live = list(range(len(ready)))
     errors: dict[int, BaseException] = {}
     attempts = 0
-    for attempt in range(1 + max(0, retries)):
-        if attempt:
-            time.sleep(RETRY_PAUSE * attempt)
+    for try_no in range(1 + max(0, retries)):
+        if try_no:
+            time.sleep(RETRY_PAUSE * try_no)
         attempts += 1
         win = Window().start()
         timings = time_interleaved([(ready[k][1], ready[k][2].device) for k in live],
                                    repeat=repeat, max_time=max_time,
-                                   seed=zlib.crc32(case.name.encode()) + attempt)
+                                   seed=zlib.crc32(case.name.encode()) + try_no)
         reading = win.stop()
         by = dict(zip(live, timings, strict=True))
         for k, t in by.items():
@@ -250,32 +256,21 @@ def run(
     retries: int | None = None,
     on_record: Callable[[Record], None] | None = None,
 ) -> list[Record]:
-    """Measure every implementation on every case (inputs built once per case, implementations
-    timed interleaved: :func:`measure_case`)."""
-    impls = list(impls)
-    out = []
-    for item in items:
-        try:
-            data: CaseData | None = None
-            why = ""
-            if not isinstance(item, Case):
-                data = item
-            elif not all(i.unavailable() or i.unsupported(item) for i in impls):
-                data = make_data(item)  # else nothing here would run: no inputs to make
-        except MemoryError as e:  # inputs too large for this machine: every point says so
-            data, why = None, f"inputs: {error_reason(e)}"
-        if data is None:
-            recs = []
-            for impl in impls:
-                skip = impl.unavailable() or impl.unsupported(item)
-                recs.append(Record(**_base(impl, item), status="skipped" if skip else "error",
-                                   reason=skip or why))
-        else:
-            recs = measure_case(impls, data, repeat=repeat, max_time=max_time, memory=memory,
-                                retries=retries)
+    """Measure every implementation on every case (lnbench.caseloop: inputs built once per
+    case, a fault costs only its point; the implementations of a case timed interleaved:
+    :func:`measure_case`)."""
+
+    def without_inputs(impl: Impl, case: Case, skip: str | None, why: str) -> list[Record]:
+        return [Record(**Key.of(impl, case).as_dict(), status="skipped" if skip else "error",
+                       reason=skip or why)]
+
+    def per_case(imps: Sequence[Impl], data: CaseData) -> list[Record]:
+        return measure_case(imps, data, repeat=repeat, max_time=max_time, memory=memory,
+                            retries=retries)
+
+    def each(recs: list[Record]) -> None:
         for rec in recs:
-            out.append(rec)
-            if on_record:
-                on_record(rec)
-        del data
-    return out
+            on_record(rec)  # type: ignore[misc]
+
+    return run_cases(list(impls), items, per_case=per_case, without_inputs=without_inputs,
+                     make=make_data, on_case=each if on_record else None)

@@ -1,36 +1,47 @@
 """``lnbench profile``: the operations an implementation runs, their time and bytes, its
-temporaries, and the bytes it moves against the minimal model (docs/profile.md)."""
+temporaries, and the bytes it moves against the minimal model (docs/profile.md). Measuring is
+lnbench.measure.profile's; this module checks the options and shows the profile."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lnbench.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    UsageError,
+    add_filters,
+    console,
+    error_line,
+    load_plugins,
+    steady_heap,
+)
+from lnbench.cli.common import nbytes as _b
+from lnbench.cli.common import number as _g
+from lnbench.cli.common import seconds as _t
 
-def add_parsers(sub: Any, filters: Callable[[argparse.ArgumentParser], None]) -> None:
+
+def configure(sub: Any) -> None:
     p = sub.add_parser(
         "profile", help="where one implementation's time and bytes go on one case",
         description="Profile one backward: its array operations or kernels with their time and "
                     "bytes, the temporaries it allocates, and the bytes it moves against the "
                     "minimal model (3·M·N·elt + 8·M + 3·N·elt). Needs exactly one --impl and "
                     "one --shape; --dtype defaults to float32, --dist to normal.")
-    filters(p)
+    add_filters(p)
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     p.add_argument("--trace", metavar="FILE.json",
                    help="write a Chrome trace (chrome://tracing, ui.perfetto.dev)")
     p.add_argument("--top", type=int, default=12, metavar="K",
                    help="rows per table (and in --json); 0 for all (default 12)")
-    p.set_defaults(func=cmd_profile)
+    p.set_defaults(func=run)
 
 
 def _one(values: list[str] | None, flag: str, default: str | None = None) -> str:
-    from lnbench.cli import UsageError
-
     if not values:
         if default is None:
             raise UsageError(f"{flag} is required (exactly one)")
@@ -40,17 +51,12 @@ def _one(values: list[str] | None, flag: str, default: str | None = None) -> str
     return values[0]
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
-    from lnbench.cli import EXIT_FAIL, EXIT_OK, UsageError, load_plugins
+def _point(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The one implementation and case asked for (UsageError naming the option otherwise)."""
     from lnbench.dtypes import np_dtype
-    from lnbench.grid import DISTS, Case, make_data, parse_shape
-    from lnbench.judge import error_reason
-    from lnbench.measure.cli import steady_heap
-    from lnbench.measure.profile import ProfileUnavailable, profile_impl
+    from lnbench.grid import DISTS, Case, parse_shape
     from lnbench.registry import get
 
-    steady_heap(UsageError)
-    load_plugins(args.plugin)
     name = _one(args.impl, "--impl")
     shape = _one(args.shape, "--shape")
     dtype = _one(args.dtype, "--dtype", "float32")
@@ -70,18 +76,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise UsageError(f"--dist {dist!r}: choose from {', '.join(DISTS)}")
     if args.trace and not Path(args.trace).parent.is_dir():
         raise UsageError(f"--trace {args.trace}: folder {Path(args.trace).parent} does not exist")
-    case = Case(M, N, dtype, dist)
+    return impl, Case(M, N, dtype, dist)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lnbench.caseloop import each_case, skip_reason
+    from lnbench.judge import error_reason
+    from lnbench.measure.profile import ProfileUnavailable, profile_impl
+
+    steady_heap()
+    load_plugins(args.plugin)
+    impl, case = _point(args)
     try:
-        prof = profile_impl(impl, make_data(case), trace=args.trace)
+        # the one case of the case loop: inputs too large for the machine are its error
+        _, data, why = next(each_case([impl], [case]))
+        if data is None and not why:
+            raise ProfileUnavailable(f"{impl.name}: {skip_reason(impl, case)}")
+        if data is None:
+            print(error_line(f"{impl.name}: {why}"), file=sys.stderr)
+            return EXIT_FAIL
+        prof = profile_impl(impl, data, trace=args.trace)
     except ProfileUnavailable as e:
         raise UsageError(f"--impl {e} (not available here)") from None
     except OSError as e:
         if not args.trace:
-            print(f"lnbench: error: {name}: {error_reason(e)}", file=sys.stderr)
+            print(error_line(f"{impl.name}: {error_reason(e)}"), file=sys.stderr)
             return EXIT_FAIL
         raise UsageError(f"--trace {args.trace}: cannot write ({e.strerror or e})") from None
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the implementation failed: one line
-        print(f"lnbench: error: {name}: {error_reason(e)}", file=sys.stderr)
+        print(error_line(f"{impl.name}: {error_reason(e)}"), file=sys.stderr)
         return EXIT_FAIL
     prof = prof.top(args.top)
     if args.json:
@@ -94,42 +117,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
 # --- terminal output -----------------------------------------------------------------------------
 
 
-def _t(s: float | None) -> str:
-    if s is None:
-        return "–"
-    if s < 1e-3:
-        return f"{s * 1e6:.1f} µs"
-    if s < 1:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s:.2f} s"
-
-
-def _b(n: float | None) -> str:
-    if n is None:
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def _g(x: float | None, spec: str = ".1f") -> str:
-    return "–" if x is None else format(x, spec)
-
-
 _MIN_WIDTH = {"op": 10, "time": 9, "%": 3, "read": 9, "written": 9, "GB/s": 5, "faults": 6,
               "operands → result": 16, "line: expression": 16}
 
 
 def print_profile(p: Any) -> None:
     """Summary lines, the op table and the profiler table on a terminal (rich)."""
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
-    if not con.is_terminal and "COLUMNS" not in os.environ:
-        con = Console(width=170)  # piped to a file: wide lines beat folded tables
+    con = console(width=170)  # piped to a file: wide lines beat folded tables
     m = p.machine
     con.print(f"[bold]lnbench profile[/] {p.impl} · {p.case} · {p.device} · {m.get('cpu_model')}"
               f" ({m.get('threads')} threads) · machine {m.get('name')}", highlight=False)

@@ -1,11 +1,12 @@
-"""``lnbench run``: runtime, memory, GB/s, % of copy bandwidth and error over the grid.
+"""``lnbench run``: runtime, memory, GB/s, % of copy bandwidth and error over the grid
+(lnbench.measure.run measures; this module checks the options, shows and writes the records).
 
 The implementations of a case are timed interleaved, and every point carries the interference
 measured over its sampling window (load and steal in cores, copy bandwidth before and after,
 spread of the samples: lnbench.measure.interference). A point still disturbed after
 ``--retries`` re-measurements has status ``noisy`` and its reason; it is shown, written, and never
 a judged failure: the exit status is 1 only for ``fail`` or ``error`` points (interface), never
-for ``noisy`` ones.
+for ``noisy`` ones. The table ends with one summary line explaining the exit code.
 """
 
 from __future__ import annotations
@@ -14,17 +15,35 @@ import argparse
 import csv
 import json
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lnbench.cli import common
+from lnbench.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    UsageError,
+    add_filters,
+    console,
+    load_plugins,
+    nbytes,
+    number,
+    seconds,
+    select_cases,
+    select_impls,
+    shorten,
+    steady_heap,
+    summary_line,
+)
 
-def add_parsers(sub: Any, filters: Callable[[argparse.ArgumentParser], None]) -> None:
+STATUSES = ("ok", "noisy", "fail", "error", "skipped")
+
+
+def configure(sub: Any) -> None:
     p = sub.add_parser("run", help="measure runtime, memory, bandwidth and error")
     p.add_argument("--quick", action="store_true", help="the quick grid (default: full)")
     p.add_argument("--grid", choices=["quick", "full", "anchors"], help="grid by name")
-    filters(p)
+    add_filters(p)
     p.add_argument("--out", metavar="FILE.json|FILE.csv", help="write the records")
     p.add_argument("--repeat", type=int, default=7, help="timing samples per point (default 7)")
     p.add_argument("--max-time", type=float, default=2.0, help="seconds per point at most")
@@ -32,57 +51,54 @@ def add_parsers(sub: Any, filters: Callable[[argparse.ArgumentParser], None]) ->
     p.add_argument("--retries", type=int, default=None, metavar="N",
                    help="re-measurements of a case measured under interference before its "
                         "points are stored as noisy (default 2)")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=run)
 
 
-def steady_heap(usage_error: type[Exception]) -> None:
-    """The heap policy (lnbench.measure.heap) before anything allocates or starts threads."""
-    from lnbench.measure import heap
+def check_out(out: str | None) -> None:
+    """``--out`` checked before measuring anything: a run must not be lost to a bad path."""
+    if not out:
+        return
+    if not out.endswith((".json", ".csv")):
+        raise UsageError(f"--out {out}: must end in .json or .csv")
+    path, parent = Path(out), Path(out).parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK) or (
+            path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"--out {out}: cannot write there "
+                         + ("(a directory)" if path.is_dir() else
+                            f"(no writable directory {parent})" if not path.exists() else
+                            "(not writable)"))
 
-    try:
-        heap.steady()
-    except ValueError as e:
-        raise usage_error(str(e)) from None
 
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from lnbench.cli import EXIT_FAIL, EXIT_OK, UsageError, load_plugins, select_cases, select_impls
-    from lnbench.measure.machine import facts
-    from lnbench.measure.run import run
-
-    steady_heap(UsageError)
-    if args.out and not args.out.endswith((".json", ".csv")):
-        raise UsageError(f"--out {args.out}: must end in .json or .csv")
-    if args.out:  # before measuring anything: a run must not be lost to a bad path at the end
-        out, parent = Path(args.out), Path(args.out).parent
-        if out.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK) or (
-                out.exists() and not os.access(out, os.W_OK)):
-            raise UsageError(f"--out {args.out}: cannot write there "
-                             + ("(a directory)" if out.is_dir() else
-                                f"(no writable directory {parent})" if not out.exists() else
-                                "(not writable)"))
+def _check_options(args: argparse.Namespace) -> None:
+    check_out(args.out)
     if args.quick and args.grid and args.grid != "quick":
         raise UsageError(f"--quick and --grid {args.grid}: give one of them")
     if args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: must be at least 1")
     if args.retries is not None and args.retries < 0:
         raise UsageError(f"--retries {args.retries}: must be 0 or more")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lnbench.measure import run as measure_run
+    from lnbench.measure.machine import facts
+
+    steady_heap()
+    _check_options(args)
     load_plugins(args.plugin)
     impls = select_impls(args.impl)
     grid = args.grid or ("quick" if args.quick else "full")
     if not args.dist:
         args.dist = ["normal"]  # timing: one distribution unless asked; `check` judges all
     items = select_cases(args, grid)
-    bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items) * len(impls), desc="run", unit="pt", file=sys.stderr)
-    records = run(impls, items, repeat=args.repeat, max_time=args.max_time,
-                  memory=not args.no_memory, retries=args.retries,
-                  on_record=(lambda r: bar.update(1)) if bar else None)
-    if bar:
-        bar.close()
+    bar = common.progress(len(items) * len(impls), "run", "pt")
+    try:
+        records = measure_run.run(impls, items, repeat=args.repeat, max_time=args.max_time,
+                                  memory=not args.no_memory, retries=args.retries,
+                                  on_record=(lambda r: bar.update(1)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
     rows = [r.to_dict() for r in records]
     print_run(rows)  # first: the table survives a write that fails after all
     if args.out:
@@ -90,7 +106,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             write_records(args.out, rows, facts())
         except OSError as e:
             raise UsageError(f"--out {args.out}: cannot write ({e.strerror})") from None
-    return EXIT_FAIL if any(r["status"] in ("fail", "error") for r in rows) else EXIT_OK
+    code = EXIT_FAIL if any(r["status"] in ("fail", "error") for r in rows) else EXIT_OK
+    print(run_summary(rows, code))
+    return code
+
+
+def run_summary(rows: list[dict[str, Any]], code: int) -> str:
+    """``run: ok N, noisy N, fail N, error N, skipped N — exit C: why; skipped: reason ×n``."""
+    counts = {s: sum(1 for r in rows if r["status"] == s) for s in STATUSES}
+    if code:
+        why = " and ".join(f"{counts[s]} {s} point(s)" for s in ("fail", "error") if counts[s])
+    elif counts["ok"] or counts["noisy"]:
+        why = "every measured point passed the judge" + (
+            " (noisy points are measurements, not failures)" if counts["noisy"] else "")
+    else:
+        why = "nothing was measured (no point ran here)"
+    return summary_line("run", counts, code, why,
+                        [r["reason"] for r in rows if r["status"] == "skipped"])
 
 
 def write_records(path: str, rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
@@ -105,14 +137,15 @@ def write_records(path: str, rows: list[dict[str, Any]], machine: dict[str, Any]
         p.write_text(json.dumps({"machine": machine, "records": rows}, indent=1) + "\n")
 
 
-def _fmt(v: Any, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
+def _status(r: dict[str, Any]) -> str:
+    if r["status"] == "ok":
+        return "ok"
+    color = "yellow" if r["status"] == "noisy" else "red"
+    return f"[{color}]{r['status']}[/]: {shorten(r['reason'], 60)}"
 
 
 def print_run(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
-
-    from lnbench.cli import console
 
     con = console()
     t = Table(title="lnbench run (median per call; GB/s from 3·M·N·elt + 8·M + 3·N·elt bytes)")
@@ -126,19 +159,11 @@ def print_run(rows: list[dict[str, Any]]) -> None:
         if r["status"] == "skipped":
             skipped.setdefault(r["impl"], r["reason"])
             continue
-        s = r["seconds"]
-        t.add_row(
-            r["impl"], r["case"],
-            "–" if s is None else (f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms"),
-            _fmt(r["gbps"], ".2f"), _fmt(r["pct_copy"], ".0f"),
-            "–" if r["workspace_bytes"] is None else _bytes(r["workspace_bytes"]),
-            _fmt(r["rel_err_dx"], ".1e"), _fmt(r["rel_err_dgamma"], ".1e"),
-            _fmt(r["rel_err_dbeta"], ".1e"), _fmt(r.get("load"), ".2f"),
-            _fmt(r.get("spread"), ".2f"),
-            r["status"] if r["status"] == "ok" else
-            f"[yellow]noisy[/]: {r['reason'][:60]}" if r["status"] == "noisy" else
-            f"[red]{r['status']}[/]: {r['reason'][:60]}",
-        )
+        t.add_row(r["impl"], r["case"], seconds(r["seconds"]), number(r["gbps"], ".2f"),
+                  number(r["pct_copy"], ".0f"), nbytes(r["workspace_bytes"]),
+                  number(r["rel_err_dx"], ".1e"), number(r["rel_err_dgamma"], ".1e"),
+                  number(r["rel_err_dbeta"], ".1e"), number(r.get("load"), ".2f"),
+                  number(r.get("spread"), ".2f"), _status(r))
     con.print(t)
     noisy = [r for r in rows if r["status"] == "noisy"]
     if noisy:
@@ -148,12 +173,4 @@ def print_run(rows: list[dict[str, Any]]) -> None:
                   f"{noisy[0]['impl']} {noisy[0]['case']}: {noisy[0]['reason']}",
                   highlight=False)
     for name, why in skipped.items():
-        con.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+        con.print(f"[yellow]skipped[/] {name}: {shorten(why, 160)}", highlight=False)
