@@ -123,9 +123,35 @@ _MIN_WIDTH = {"op": 10, "time": 9, "%": 3, "read": 9, "written": 9, "GB/s": 5, "
 
 def print_profile(p: Any) -> None:
     """Summary lines, the op table and the profiler table on a terminal (rich)."""
-    from rich.table import Table
-
     con = console(width=170)  # piped to a file: wide lines beat folded tables
+    _print_summary(con, p)
+    if p.ops:
+        _print_ops(con, p)
+    if p.profiler_rows:
+        _print_profiler(con, p)
+    for n in p.notes:
+        con.print(f"[yellow]note[/] {n}", highlight=False)
+    if p.trace:
+        con.print(f"trace written: {p.trace} (open in chrome://tracing or ui.perfetto.dev)",
+                  highlight=False)
+
+
+def _memory_parts(tm: dict[str, Any]) -> list[str]:
+    parts = []
+    if "count" in tm:
+        parts.append(f"{tm['count']:.0f} temporaries, {_b(tm['bytes'])} "
+                     f"({tm['allocations']:.0f} arrays allocated, {_b(tm['allocated_bytes'])}, "
+                     f"outputs included)")
+    if tm.get("peak_workspace_bytes") is not None:
+        parts.append(f"peak workspace {_b(tm['peak_workspace_bytes'])} ({tm.get('peak_method')})")
+    if tm.get("profiler_allocated_bytes") is not None:
+        parts.append(f"torch.profiler saw {_b(tm['profiler_allocated_bytes'])} allocated")
+    if tm.get("numba_nrt_allocations") is not None:
+        parts.append(f"Numba NRT allocations {tm['numba_nrt_allocations']}")
+    return parts
+
+
+def _print_summary(con: Any, p: Any) -> None:
     m = p.machine
     con.print(f"[bold]lnbench profile[/] {p.impl} · {p.case} · {p.device} · {m.get('cpu_model')}"
               f" ({m.get('threads')} threads) · machine {m.get('name')}", highlight=False)
@@ -142,18 +168,7 @@ def print_profile(p: Any) -> None:
         con.print(f"  moved       {_b(p.bytes_moved)} ({model}): moves "
                   f"[bold]{p.moves_x_min:.1f}×[/] the minimal bytes → "
                   f"{_g(p.effective_gbps, '.1f')} GB/s of traffic{eff}", highlight=False)
-    tm = p.temporaries
-    parts = []
-    if "count" in tm:
-        parts.append(f"{tm['count']:.0f} temporaries, {_b(tm['bytes'])} "
-                     f"({tm['allocations']:.0f} arrays allocated, {_b(tm['allocated_bytes'])}, "
-                     f"outputs included)")
-    if tm.get("peak_workspace_bytes") is not None:
-        parts.append(f"peak workspace {_b(tm['peak_workspace_bytes'])} ({tm.get('peak_method')})")
-    if tm.get("profiler_allocated_bytes") is not None:
-        parts.append(f"torch.profiler saw {_b(tm['profiler_allocated_bytes'])} allocated")
-    if tm.get("numba_nrt_allocations") is not None:
-        parts.append(f"Numba NRT allocations {tm['numba_nrt_allocations']}")
+    parts = _memory_parts(p.temporaries)
     if parts:
         con.print("  memory      " + "; ".join(parts) + " — per call", highlight=False)
     if p.page_faults_per_call is not None:
@@ -168,42 +183,45 @@ def print_profile(p: Any) -> None:
                   f"{_t(p.ops_seconds)} inside ops ({p.iterations} calls averaged)",
                   highlight=False)
 
-    if p.ops:
-        t = Table(title=f"where the time goes: array operations per call (top {len(p.ops)} of "
-                        f"{p.ops_total}; traced, % of traced op time)", title_justify="left")
-        wide = con.width >= 160  # else the operand shapes go (they are in --json)
-        cols = ["op", "time", "%", "read", "written", "GB/s", "faults"]
-        cols += ["operands → result", "line: expression"] if wide else ["line: expression"]
-        for c in cols:
-            left = c in ("op", "operands → result", "line: expression")
-            t.add_column(c, justify="left" if left else "right", min_width=_MIN_WIDTH.get(c),
-                         no_wrap=c != "operands → result", overflow="ellipsis",
-                         max_width=max(16, min(70, con.width - (119 if wide else 85)))
-                         if c == "line: expression" else None)
-        for o in p.ops:
-            calls = f" ×{o.calls:.0f}" if round(o.calls) != 1 else ""
-            where = o.where.rsplit("/", 1)[-1]
-            row = [o.name + calls, _t(o.seconds), _g(o.pct, ".0f"), _b(o.bytes_read),
-                   _b(o.bytes_written), _g(o.gbps), _g(o.page_faults, ",.0f")]
-            row += [o.signature] if wide else []
-            row.append(f"{where}: {o.code}" if where else o.code)
-            t.add_row(*row)
-        con.print(t)
-    if p.profiler_rows:
-        dev = any(r.get("device_seconds") is not None for r in p.profiler_rows)
-        t = Table(title=f"{p.profiler}: top {len(p.profiler_rows)}", title_justify="left")
-        cols = ["name", "calls", "self"] + (["device"] if dev else []) + ["total", "%"]
-        for c in cols:
-            t.add_column(c, justify="left" if c == "name" else "right", overflow="fold")
-        for r in p.profiler_rows:
-            row = [r["name"], _g(r["calls"], ".0f"), _t(r["self_seconds"])]
-            if dev:
-                row.append(_t(r.get("device_seconds")))
-            row += [_t(r["total_seconds"]), _g(r["pct"], ".0f")]
-            t.add_row(*row)
-        con.print(t)
-    for n in p.notes:
-        con.print(f"[yellow]note[/] {n}", highlight=False)
-    if p.trace:
-        con.print(f"trace written: {p.trace} (open in chrome://tracing or ui.perfetto.dev)",
-                  highlight=False)
+
+def _print_ops(con: Any, p: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"where the time goes: array operations per call (top {len(p.ops)} of "
+                    f"{p.ops_total}; traced, % of traced op time)", title_justify="left")
+    wide = con.width >= 160  # else the operand shapes go (they are in --json)
+    cols = ["op", "time", "%", "read", "written", "GB/s", "faults"]
+    cols += ["operands → result", "line: expression"] if wide else ["line: expression"]
+    for c in cols:
+        left = c in ("op", "operands → result", "line: expression")
+        t.add_column(c, justify="left" if left else "right", min_width=_MIN_WIDTH.get(c),
+                     no_wrap=c != "operands → result", overflow="ellipsis",
+                     max_width=max(16, min(70, con.width - (119 if wide else 85)))
+                     if c == "line: expression" else None)
+    for o in p.ops:
+        calls = f" ×{o.calls:.0f}" if round(o.calls) != 1 else ""
+        where = o.where.rsplit("/", 1)[-1]
+        row = [o.name + calls, _t(o.seconds), _g(o.pct, ".0f"), _b(o.bytes_read),
+               _b(o.bytes_written), _g(o.gbps), _g(o.page_faults, ",.0f")]
+        row += [o.signature] if wide else []
+        row.append(f"{where}: {o.code}" if where else o.code)
+        t.add_row(*row)
+    con.print(t)
+
+
+def _print_profiler(con: Any, p: Any) -> None:
+    from rich.table import Table
+
+    dev = any(r.get("device_seconds") is not None for r in p.profiler_rows)
+    t = Table(title=f"{p.profiler}: top {len(p.profiler_rows)}", title_justify="left")
+    cols = ["name", "calls", "self"] + (["device"] if dev else []) + ["total", "%"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "name" else "right", overflow="fold")
+    for r in p.profiler_rows:
+        row = [r["name"], _g(r["calls"], ".0f"), _t(r["self_seconds"])]
+        if dev:
+            row.append(_t(r.get("device_seconds")))
+        row += [_t(r["total_seconds"]), _g(r["pct"], ".0f")]
+        t.add_row(*row)
+    con.print(t)
+
