@@ -256,3 +256,13 @@ def test_records_carry_the_one_key() -> None:
     assert rec.key == Key.of(impl, data) == Key("numpy.kevin", "2x4-float32-normal", 2, 4,
                                                 "float32", "normal", "cpu")
     assert {k: rec.to_dict()[k] for k in rec.key.as_dict()} == rec.key.as_dict()
+
+
+def test_a_profile_carries_the_one_key() -> None:
+    from lnbench.caseloop import Key
+    from lnbench.grid import Case, make_data
+    from lnbench.measure.profile import profile_impl
+    from lnbench.registry import get
+
+    impl, data = get("numpy.kevin"), make_data(Case(8, 16, "float32"))
+    assert profile_impl(impl, data).key == Key.of(impl, data)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lnbench.measure.profile.ops import OpStat
+
+if TYPE_CHECKING:
+    from lnbench.caseloop import Key
 
 
 class ProfileUnavailable(Exception):
@@ -59,6 +62,13 @@ class ProfileResult:
     trace: str | None = None
     machine: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> Key:
+        """The result key (lnbench.caseloop.Key) that check and run results carry too."""
+        from lnbench.caseloop import Key
+
+        return Key.of_result(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values (non-finite floats as None)."""
