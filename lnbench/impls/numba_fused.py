@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lnbench.dtypes import DTYPES, np_dtype, stats_dtype
-from lnbench.registry import Impl, Thunk, add
+from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
 
 # 16-bit inputs reach the kernel as their bit patterns. Numba has no 16-bit float type, so the
 # integer type of the view tells the kernel which format the bits are in.
@@ -215,16 +215,12 @@ def _backward_kernel(x, dy, gamma, mean, rstd, nf, B, G, C, dx, pdg, pdb, dgamma
             ob[j] = _store(tb[j], ob)
 
 
-@functools.cache
-def _build() -> Any:
-    """Import Numba, define the 16-bit conversions; return the (lazily compiled) kernel and
-    ``numba.get_num_threads``."""
-    global prange
-
-    import numba
+def _conversions() -> tuple[Any, Any, Any, Any]:
+    """The 16-bit conversions as Numba intrinsics: bf16_to_f32, f32_to_bf16, f16_to_f32,
+    f32_to_f16 (16-bit values travel as their bits: uint16 for bfloat16, int16 for float16)."""
     from llvmlite import ir
     from numba import types
-    from numba.extending import intrinsic, overload
+    from numba.extending import intrinsic
 
     i16, i32 = ir.IntType(16), ir.IntType(32)
 
@@ -281,6 +277,16 @@ def _build() -> Any:
 
         return types.int16(types.float32), codegen
 
+    return bf16_to_f32, f32_to_bf16, f16_to_f32, f32_to_f16
+
+
+def _register_overloads() -> None:
+    """``_load``/``_store`` over the conversions, and the sweeps' compile options."""
+    from numba import types
+    from numba.extending import overload
+
+    bf16_to_f32, f32_to_bf16, f16_to_f32, f32_to_f16 = _conversions()
+
     @overload(_load, inline="always")
     def _ol_load(v):
         if v == types.uint16:
@@ -319,6 +325,16 @@ def _build() -> Any:
     def _ol_sweep2(xr, dyr, gamma, mu, r, mg, mgx, dxr):
         return _sweep2_impl
 
+
+@functools.cache
+def _build() -> Any:
+    """Import Numba, define the 16-bit conversions; return the (lazily compiled) kernel and
+    ``numba.get_num_threads``."""
+    global prange
+
+    import numba
+
+    _register_overloads()
     prange = numba.prange
     kernel = numba.njit(_backward_kernel, parallel=True, cache=True, nogil=True)
     return kernel, numba.get_num_threads
@@ -451,6 +467,7 @@ add(
         dtypes=DTYPES,
         affine=True,
         saved="mean-rstd",
+        numerics=SAVED_CENTERED,  # the given mean/rstd, x̂ = (x − μ)·rstd
         requires=("numba",),
         probe=_probe,
         doc="custom one-pass CPU kernel in Numba: prange over fixed row blocks, fp32 accumulation, "
