@@ -13,9 +13,10 @@ suite all walk the same loop, so they agree on three things:
   memory or calls ``sys.exit`` becomes that point's ``error`` (:func:`attempt`, one line from
   ``judge.error_reason``), and the loop goes on. Ctrl-C (``KeyboardInterrupt``) is never
   caught: it ends the command (exit 130), and no interrupted point is reported as judged.
-* **One result key**, :class:`Key` = (impl, case, M, N, dtype, dist, device), carried by every
-  result: ``judge.GradResult`` (per gradient), ``measure.run.Record`` and
-  ``measure.profile.ProfileResult`` expose it as ``.key`` (or through :meth:`Key.of_result`).
+* **One result key**, :class:`Key` = (impl, case, M, N, dtype, dist, device), the same for
+  every result of a point: ``measure.run.Record.key`` and ``measure.profile.ProfileResult.key``;
+  a ``judge.GradResult`` (one per gradient, and it does not store the device) has
+  ``Key.of(impl, case)``, or ``Key.of_result(result, device=impl.device)``.
 
 API::
 
