@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 @pytest.mark.parametrize("argv", [
     ["check", "--grid", "full", "--impl", "numpy.*", "--json"],
+    ["check", "--grid", "full", "--impl", "numpy.*"],
     ["run", "--grid", "full", "--impl", "numpy.kevin", "--no-memory"],
 ])
 def test_ctrl_c_is_exit_130_with_one_line(argv: list[str]) -> None:
@@ -29,3 +30,4 @@ def test_ctrl_c_is_exit_130_with_one_line(argv: list[str]) -> None:
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "lnbench: interrupted"
     assert '"status": "fail"' not in out  # nothing reported as judged
+    assert "exit 1" not in out + err and "FAIL" not in out  # no summary of a judged failure

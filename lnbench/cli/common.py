@@ -32,12 +32,6 @@ def error_line(message: str) -> str:
     return f"{PROG}: error: {' '.join(str(message).split())}"
 
 
-def fail(message: str) -> int:
-    """Print the one-line error and return exit 2 (for code that returns its exit status)."""
-    print(error_line(message), file=sys.stderr)
-    return EXIT_USAGE
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with its usage errors as the one line and exit 2."""
 
