@@ -87,9 +87,9 @@ from typing import Any
 import numpy as np
 
 from lnbench.arrays import to_numpy
-from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, dtype_name, np_dtype
+from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, dtype_name, np_dtype, stats_dtype
 from lnbench.grid import Case, CaseData
-from lnbench.registry import Impl, as_triple
+from lnbench.registry import ANY, Impl, Numerics, as_triple
 
 GRADS = ("dx", "dgamma", "dbeta")
 
@@ -98,8 +98,10 @@ K_T = 3.0  # roundings of each summed term (products, x̂)
 K_E = 5.0  # roundings of one dx element's expression
 K_X = 3.0  # roundings of formulas that expand x̂ = (x − μ)·r into x and μ
 K_K = 2.0  # dx: κ_i = |μ_i|·r_i roundings of the terms (formulas in raw x and μ, e.g. ATen's)
-K_MU = 8.0  # mean: saved (one rounding), 6 ulps (jnp.mean), or own pairwise sum: + ⌈log2 N⌉
-K_R = 4.0  # rstd/x̂ relative error: rstd's and x̂'s roundings; + ⌈log2 N⌉/2 + √N/4 (own variance)
+K_MU = 12.0  # own mean: 6 ulps (jnp.mean; ≤ 12u·|μ|), or a pairwise/blocked sum: + ⌈log2 N⌉
+K_W = 2.0  # own variance: + K_W·u·κ_i relative (Welford's updating algorithm on |μ| >> σ rows)
+K_R = 4.0  # own rstd/x̂ relative error: rstd's, x̂'s roundings; + ⌈log2 N⌉/2 + √N/4 (own variance)
+K_RS = 1.0  # saved rstd: its one rounding (x̂'s own roundings are the terms' K_T / K_E)
 ROW_CHUNK = 1024  # rows per block when computing bounds (bounds the temporaries' memory)
 
 
@@ -133,23 +135,51 @@ def _log2_ceil(n: int) -> int:
     return max(0, (int(n) - 1).bit_length())
 
 
+@dataclass(frozen=True)
+class Room:
+    """The constants of one declared style (module docstring, "Declared style")."""
+
+    u: float  # unit roundoff of the arithmetic
+    u_out: float  # the final rounding to the output dtype (0 where the arithmetic is in it)
+    u_saved: float  # unit roundoff of the saved mean/rstd (their one rounding)
+    saved: bool  # room for the saved statistics
+    own: bool  # room for the implementation's own mean and variance
+    raw_x: bool  # room for formulas in raw x and μ
+
+
+def room(dtype: str, numerics: Numerics | None = None) -> Room:
+    """The :class:`Room` a sound implementation of the declared ``numerics`` needs on ``dtype``
+    (``None``: undeclared, room for every style)."""
+    n = numerics or ANY
+    u = UNIT_ROUNDOFF["float64"] if n.acc == "float64" else UNIT_ROUNDOFF[compute_dtype(dtype)]
+    uo = UNIT_ROUNDOFF[dtype]
+    return Room(u=u, u_out=uo if uo > u else 0.0, u_saved=UNIT_ROUNDOFF[stats_dtype(dtype)],
+                saved=n.stats in ("saved", "any"), own=n.stats in ("own", "any"),
+                raw_x=n.formula in ("raw-x", "any"))
+
+
 def error_bounds(xp: Any, x: Any, dy: Any, gamma: Any, eps: float, dtype: str,
-                 ) -> tuple[Any, Any, Any]:
+                 numerics: Numerics | None = None) -> tuple[Any, Any, Any]:
     """Per-element bounds (B_dx (M, N), B_dγ (N,), B_dβ (N,)) of the module docstring.
 
-    ``xp`` is an array namespace (``array_api_compat.numpy`` or ``.torch``, so a GPU caller
-    computes them where its data is); x, dy, γ are the case's inputs as float64 arrays of ``xp``.
-    The bounds are float64 and computed in float64 (an estimate needs no extended precision).
+    ``xp`` is an array namespace (``array_api_compat.numpy``, ``.torch`` or ``.cupy``, so a GPU
+    caller computes them where its data is); x, dy, γ are the case's inputs as float64 arrays of
+    ``xp``; ``numerics`` the implementation's declared style (None: undeclared). The bounds are
+    float64 and computed in float64 (an estimate needs no extended precision).
     """
-    u, uo = UNIT_ROUNDOFF[compute_dtype(dtype)], UNIT_ROUNDOFF[dtype]
+    rm = room(dtype, numerics)
+    u, uo = rm.u, rm.u_out
     tiny = float(_finfo(dtype).smallest_subnormal)
     M, N = x.shape
     lam3 = LAMBDA / math.sqrt(3.0)
     lg = _log2_ceil(N)
-    rho = u * (K_R + lg / 2 + math.sqrt(N) / 4)
-    k_mu = u * (K_MU + lg)
+    rho_saved = rm.u_saved * K_RS if rm.saved else 0.0
+    rho_own = u * (K_R + lg / 2 + math.sqrt(N) / 4)
+    k_k, k_x = (K_K, K_X) if rm.raw_x else (0.0, 0.0)
+    k_w = 0.0 if rm.raw_x else K_W
     col = {k: xp.zeros((N,), dtype=xp.float64, device=_dev(xp, x))
-           for k in ("s_t", "p_t", "q_t", "s_d", "p_d", "q_d", "c2")}
+           for k in ("s_t", "p_t", "q_t", "a_t", "s_d", "p_d", "q_d", "a_d", "c2", "ac", "r2",
+                     "ra")}
     bdx = []
     for i0 in range(0, M, ROW_CHUNK):
         xs, ds = x[i0:i0 + ROW_CHUNK, :], dy[i0:i0 + ROW_CHUNK, :]
@@ -164,43 +194,80 @@ def error_bounds(xp: Any, x: Any, dy: Any, gamma: Any, eps: float, dtype: str,
         m_gx = xp.mean(gx, axis=1, keepdims=True)
         dx = r * (g - m_g - xh * m_gx)
         ax = xp.abs(xs)
-        c = r * k_mu * xp.mean(ax, axis=1, keepdims=True)  # shift of x̂ by μ's error
-        e = (K_X * u) * (ax + xp.abs(mu)) * r  # roundings of raw-x expansions
-        del ax
+        amu = xp.abs(mu)
+        c = _mean_shift(xp, rm, r, amu, xp.mean(ax, axis=1, keepdims=True), lg)
+        # rstd's relative error per row: the saved one's rounding, or an own variance's with
+        # Welford's κ-proportional part (Chan, Golub & LeVeque 1983; undeclared: inside K_K's)
+        rho = (xp.maximum(rho_own + (k_w * u) * amu * r, rho_saved) if rm.own
+               else rho_saved + 0.0 * r)
         ag, axh, am_gx = xp.abs(g), xp.abs(xh), xp.abs(m_gx)
         T = r * (ag + xp.abs(m_g) + axh * am_gx)
-        b = ((K_E * u + (K_K * u) * xp.abs(mu) * r) * T
-             + r * (_sum_err(xp, g, 1, u, lam3) + axh * _sum_err(xp, gx, 1, u, lam3)) / N
-             + r * ((c + e) * am_gx + axh * (c * xp.abs(m_g)
-                                            + xp.mean(ag * e, axis=1, keepdims=True)))
+        b = ((K_E * u + (k_k * u) * amu * r) * T
+             + r * (_sum_err(xp, g, u, lam3) + axh * _sum_err(xp, gx, u, lam3)) / N
+             + r * (c * am_gx + axh * c * xp.abs(m_g))
              + rho * (xp.abs(dx) + 2.0 * r * axh * am_gx))
+        if k_x:  # roundings of formulas that expand x̂ into raw x and μ
+            e = (k_x * u) * (ax + amu) * r
+            b = b + r * (e * am_gx + axh * xp.mean(ag * e, axis=1, keepdims=True))
+            del e
+        del ax
         bdx.append(uo * xp.abs(dx) + tiny + (1.0 + uo) * b)
-        del T, e, ag, gx, g, dx, b
+        del T, ag, gx, g, dx, b
         t = ds * xh
         for pre, a in (("t", t), ("d", ds)):  # column sums: carry the natural-order prefix
             ps = xp.cumulative_sum(a, axis=0) + col["s_" + pre]
             col["p_" + pre] = col["p_" + pre] + xp.sum(ps * ps, axis=0)
             col["q_" + pre] = col["q_" + pre] + xp.sum(a * a, axis=0)
+            col["a_" + pre] = col["a_" + pre] + xp.sum(xp.abs(a), axis=0)
             col["s_" + pre] = ps[-1, :]
             del ps
-        col["c2"] = col["c2"] + xp.sum((ds * c) ** 2, axis=0)
-        del t, xh, c
+        dc, tr = xp.abs(ds * c), xp.abs(t * rho)
+        col["c2"] = col["c2"] + xp.sum(dc * dc, axis=0)
+        col["ac"] = col["ac"] + xp.sum(dc, axis=0)
+        col["r2"] = col["r2"] + xp.sum(tr * tr, axis=0)
+        col["ra"] = col["ra"] + xp.sum(tr, axis=0)
+        del t, xh, c, dc, tr, rho
     b_dx = xp.concat(bdx, axis=0) if len(bdx) > 1 else bdx[0]
-    sum_t = lam3 * u * xp.sqrt(col["p_t"] + (M / 2 + K_T**2) * col["q_t"])
-    b_dg = (uo * xp.abs(col["s_t"]) + tiny
-            + (1.0 + uo) * (sum_t + lam3 * xp.sqrt(rho**2 * col["q_t"] + col["c2"])))
+    sum_t = _col_sum_err(xp, u, lam3, M, col["p_t"], col["q_t"], col["a_t"])
+    stat_t = xp.minimum(lam3 * xp.sqrt(col["r2"] + col["c2"]), col["ra"] + col["ac"])
+    b_dg = uo * xp.abs(col["s_t"]) + tiny + (1.0 + uo) * (sum_t + stat_t)
     b_db = (uo * xp.abs(col["s_d"]) + tiny
-            + (1.0 + uo) * lam3 * u * xp.sqrt(col["p_d"] + (M / 2 + K_T**2) * col["q_d"]))
+            + (1.0 + uo) * _col_sum_err(xp, u, lam3, M, col["p_d"], col["q_d"], col["a_d"]))
     return b_dx, b_dg, b_db
 
 
-def _sum_err(xp: Any, a: Any, axis: int, u: float, lam3: float) -> Any:
-    """E_sum of the module docstring for sums of ``a`` along ``axis`` (keepdims)."""
-    n = a.shape[axis]
-    ps = xp.cumulative_sum(a, axis=axis)
-    p2 = xp.sum(ps * ps, axis=axis, keepdims=True)
-    q2 = xp.sum(a * a, axis=axis, keepdims=True)
-    return lam3 * u * xp.sqrt(p2 + (n / 2 + K_T**2) * q2)
+def _gamma(n: float, u: float) -> float:
+    """Higham's γ_n = n·u / (1 − n·u) (inf where n·u ≥ 1: no deterministic bound)."""
+    return n * u / (1.0 - n * u) if n * u < 1.0 else math.inf
+
+
+def _mean_shift(xp: Any, rm: Room, r: Any, amu: Any, mean_ax: Any, lg: int) -> Any:
+    """c_i = r_i·Δμ_i: the shift of x̂ by the error of the mean the declared style uses."""
+    c_saved = (rm.u_saved * r) * amu if rm.saved else None
+    c_own = (rm.u * (K_MU + lg)) * r * mean_ax if rm.own else None
+    if c_saved is None:
+        return c_own
+    return c_saved if c_own is None else xp.maximum(c_saved, c_own)
+
+
+def _col_sum_err(xp: Any, u: float, lam3: float, n: int, p2: Any, q2: Any, a1: Any,
+                 k: float = K_T) -> Any:
+    """E_sum from the accumulated P², Q², Σ|t| of n terms: the smaller of the probabilistic
+    bound and the deterministic γ_{n−1+k}·Σ|t| of terms carrying k roundings each (both hold;
+    the latter is tighter for few terms)."""
+    prob = lam3 * u * xp.sqrt(p2 + (n / 2 + K_T**2) * q2)
+    det = _gamma(n - 1 + k, u)
+    return prob if not math.isfinite(det) else xp.minimum(prob, det * a1)
+
+
+def _sum_err(xp: Any, a: Any, u: float, lam3: float) -> Any:
+    """E_sum of the module docstring for the row sums of ``a`` (M, n) (keepdims); dx's terms
+    g = dy·γ and g·x̂ carry up to K_T + 1 roundings."""
+    ps = xp.cumulative_sum(a, axis=1)
+    p2 = xp.sum(ps * ps, axis=1, keepdims=True)
+    q2 = xp.sum(a * a, axis=1, keepdims=True)
+    a1 = xp.sum(xp.abs(a), axis=1, keepdims=True)
+    return _col_sum_err(xp, u, lam3, a.shape[1], p2, q2, a1, K_T + 1)
 
 
 def _finfo(dtype: str) -> Any:
@@ -215,15 +282,18 @@ def _dev(xp: Any, a: Any) -> Any:
     return array_api_compat.device(a)
 
 
-def case_bounds(data: CaseData, affine: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`error_bounds` of a case (cached on the CaseData with its reference)."""
+def case_bounds(data: CaseData, affine: bool = True, numerics: Numerics | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`error_bounds` of a case for a declared style (cached on the CaseData with its
+    reference)."""
     cache = data.__dict__.setdefault("_bound_cache", {})
-    if affine not in cache:
+    key = (affine, numerics or ANY)
+    if key not in cache:
         import array_api_compat.numpy as xp
 
         f64 = [np.asarray(a, dtype=np.float64) for a in (data.x, data.dy, data.gamma_for(affine))]
-        cache[affine] = error_bounds(xp, *f64, data.eps, data.case.dtype)
-    return cache[affine]
+        cache[key] = error_bounds(xp, *f64, data.eps, data.case.dtype, numerics)
+    return cache[key]
 
 
 def _ref_scale(data: CaseData, grad: str, affine: bool, ref: np.ndarray) -> float:
@@ -236,11 +306,12 @@ def _ref_scale(data: CaseData, grad: str, affine: bool, ref: np.ndarray) -> floa
     return scale
 
 
-def tolerance(data: CaseData, grad: str, affine: bool = True) -> float:
+def tolerance(data: CaseData, grad: str, affine: bool = True,
+              numerics: Numerics | None = None) -> float:
     """The row's ``tol``: max of the gradient's element bounds / max|ref| (module docstring)."""
     i = GRADS.index(grad)
     ref = data.reference(affine)[i]
-    b = case_bounds(data, affine)[i]
+    b = case_bounds(data, affine, numerics)[i]
     scale = _ref_scale(data, grad, affine, ref)
     bmax = float(np.max(b)) if b.size else 0.0
     return bmax / scale if scale > 0 else bmax
@@ -260,27 +331,43 @@ def tolerance_from_scales(case: Case, kappa: float, grad: str, S: float, T: floa
     return 4 * u_out + u_acc * (4 * k + 4 * math.sqrt(L)) * c
 
 
-def device_tolerances(data: CaseData, affine: bool, ref: tuple[Any, Any, Any],
-                      terms: tuple[float, float, float], device: str = "cuda") -> dict[str, float]:
-    """:func:`tolerance` of each gradient, with the bounds computed by :func:`error_bounds` on
-    ``device`` from torch (``ref``: the float64 reference there, ``terms``: the term scales of
-    ``reference.term_scales``), for a caller that judges on the GPU (``scripts/gpu-check``)."""
-    import array_api_compat.torch as xpt
-
-    import lnbench.arrays as A
-
-    x, dy, g = (A.to_array(a, "torch", device).double()
+def device_bounds(xp: Any, data: CaseData, affine: bool = True,
+                  numerics: Numerics | None = None, device: Any = None) -> tuple[Any, Any, Any]:
+    """:func:`error_bounds` of ``data`` computed with the array namespace ``xp`` (e.g.
+    ``array_api_compat.cupy``, or ``.torch`` with ``device="cuda"``) where the caller's
+    results are: the same per-element bounds as :func:`case_bounds`, as float64 arrays of xp."""
+    kw = {} if device is None else {"device": device}
+    x, dy, g = (xp.asarray(np.asarray(a, dtype=np.float64), **kw)
                 for a in (data.x, data.dy, data.gamma_for(affine)))
-    bounds = error_bounds(xpt, x, dy, g, data.eps, data.case.dtype)
-    del x, dy, g
+    return error_bounds(xp, x, dy, g, data.eps, data.case.dtype, numerics)
+
+
+def device_tolerances(data: CaseData, affine: bool, ref: tuple[Any, Any, Any],
+                      terms: tuple[float, float, float], device: Any = "cuda", *,
+                      xp: Any = None, numerics: Numerics | None = None) -> dict[str, float]:
+    """:func:`tolerance` of each gradient, with the bounds of :func:`device_bounds` (namespace
+    ``xp``, default ``array_api_compat.torch``) on ``device``; ``ref``: the float64 reference
+    there, ``terms``: the term scales of ``reference.term_scales``. For a caller that judges on
+    the GPU and reports ``tol`` (its verdicts: :func:`judge_array` with the same bounds)."""
+    if xp is None:
+        import array_api_compat.torch as xp
+    bounds = device_bounds(xp, data, affine, numerics, device)
     out = {}
     for k, name in enumerate(GRADS):
-        scale = float(ref[k].abs().max()) if ref[k].numel() else 0.0
+        scale = _max_abs(xp, ref[k])
         if scale == 0.0:
             scale = terms[k] or (terms[2] if name == "dgamma" else 0.0)
-        bmax = float(bounds[k].max()) if bounds[k].numel() else 0.0
+        bmax = _max_abs(xp, bounds[k])
         out[name] = bmax / scale if scale > 0 else bmax
     return out
+
+
+def _size(a: Any) -> int:
+    return math.prod(a.shape)
+
+
+def _max_abs(xp: Any, a: Any) -> float:
+    return float(xp.max(xp.abs(a))) if _size(a) else 0.0
 
 
 def grads_for(impl: Impl) -> tuple[str, ...]:
@@ -288,52 +375,79 @@ def grads_for(impl: Impl) -> tuple[str, ...]:
     return GRADS if impl.affine else ("dx",)
 
 
-def judge_grad(
-    got: Any, ref: np.ndarray, grad: str, data: CaseData, affine: bool = True
-) -> tuple[str, str, dict]:
-    """(status, reason, numbers) for one gradient; ``ref`` is ``data.reference(affine)[i]``.
+def judge_grad(got: Any, ref: np.ndarray, grad: str, data: CaseData, affine: bool = True,
+               numerics: Numerics | None = None) -> tuple[str, str, dict]:
+    """(status, reason, numbers) for one gradient; ``ref`` is ``data.reference(affine)[i]``,
+    ``numerics`` the implementation's declared style (None: undeclared, room for every style).
 
     ``numbers``: max_abs_err, rel_err, tol, err_ratio (module docstring)."""
-    case = data.case
-    bound = case_bounds(data, affine)[GRADS.index(grad)]
+    import array_api_compat.numpy as xp
+
+    i = GRADS.index(grad)
+    bound = case_bounds(data, affine, numerics)[i].reshape(ref.shape)
+    T = data.term_scales(affine)
+    zero_scale = T[i] or (T[2] if grad == "dgamma" else 0.0)
+    if got is not None:
+        try:
+            got = to_numpy(got)
+        except Exception as e:
+            nums = {"max_abs_err": None, "rel_err": None, "err_ratio": None,
+                    "tol": _tol(xp, ref, bound, zero_scale)}
+            return "fail", f"{grad}: cannot read result ({type(e).__name__}: {e})", nums
+    return judge_array(xp, got, ref, bound, grad, data.case, zero_scale=zero_scale)
+
+
+def _tol(xp: Any, ref: Any, bound: Any, zero_scale: float) -> float:
+    scale = _max_abs(xp, ref) or zero_scale
+    bmax = float(xp.max(bound)) if _size(bound) else 0.0
+    return bmax / scale if scale > 0 else bmax
+
+
+def judge_array(xp: Any, got: Any, ref: Any, bound: Any, grad: str, case: Case, *,
+                zero_scale: float = 0.0) -> tuple[str, str, dict]:
+    """The verdict on one gradient from arrays of any array namespace ``xp`` (array-api-compat's
+    numpy, torch or cupy): ``got`` the result (in its own dtype, or None), ``ref`` the float64
+    reference and ``bound`` its per-element bounds (:func:`case_bounds` or
+    :func:`device_bounds`, reshaped to ref's shape), both of xp; ``zero_scale`` the scale
+    rel_err divides by where the reference is exactly zero (``reference.term_scales``).
+
+    Returns (status, reason, numbers) exactly as :func:`judge_grad` (which calls it with NumPy):
+    status ``ok`` or ``fail``; numbers max_abs_err, rel_err, tol, err_ratio."""
     nums: dict[str, float | None] = {"max_abs_err": None, "rel_err": None,
-                                     "tol": tolerance(data, grad, affine), "err_ratio": None}
+                                     "tol": _tol(xp, ref, bound, zero_scale), "err_ratio": None}
     if got is None:
         return "fail", f"{grad} is None (an affine implementation must return it)", nums
-    try:
-        arr = to_numpy(got)
-    except Exception as e:
-        return "fail", f"{grad}: cannot read result ({type(e).__name__}: {e})", nums
     want = [(case.M, case.N)] if grad == "dx" else [(case.N,), (1, case.N)]
-    if tuple(arr.shape) not in want:
+    if tuple(got.shape) not in want:
         exp = " or ".join(map(str, want))
-        return "fail", f"{grad} shape {tuple(arr.shape)}, expected {exp}", nums
-    a = arr.astype(np.float64).reshape(ref.shape)
-    diff = np.abs(a - ref)
-    scale = _ref_scale(data, grad, affine, ref)
-    max_abs = float(np.max(diff)) if diff.size else 0.0
+        return "fail", f"{grad} shape {tuple(got.shape)}, expected {exp}", nums
+    a = xp.astype(xp.reshape(got, tuple(ref.shape)), xp.float64)
+    diff = xp.abs(a - ref)
+    scale = _max_abs(xp, ref) or zero_scale
+    max_abs = float(xp.max(diff)) if _size(diff) else 0.0
     rel = max_abs / scale if scale > 0 else max_abs
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio_all = diff / bound.reshape(ref.shape)
-    finite = np.isfinite(a)
-    ratio = float(np.max(ratio_all[finite])) if finite.any() else 0.0
-    n_nan, n_inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    finite = xp.isfinite(a)
+    masked = xp.where(finite, diff / bound, -1.0)
+    ratio = max(0.0, float(xp.max(masked))) if _size(masked) else 0.0
+    n_nan, n_inf = int(xp.sum(xp.isnan(a))), int(xp.sum(xp.isinf(a)))
     if n_nan or n_inf:
         ratio = math.inf
     nums.update(max_abs_err=max_abs, rel_err=rel, err_ratio=ratio)
-    if dtype_name(arr.dtype) != case.dtype:
+    got_dtype = dtype_name(got.dtype)
+    if got_dtype != case.dtype:
         # the values are judged all the same: the row says what error they would have had
-        return "fail", (f"{grad} dtype {dtype_name(arr.dtype)}, expected {case.dtype}"
+        return "fail", (f"{grad} dtype {got_dtype}, expected {case.dtype}"
                         f" (values: {_verdict_text(ratio)})"), nums
     if n_nan or n_inf:
         return "fail", f"{grad} has non-finite values ({n_nan} NaN, {n_inf} inf)", nums
     if ratio > 1.0:
-        k = np.unravel_index(int(np.argmax(np.where(finite, ratio_all, -1.0))), ref.shape)
+        flat = int(xp.argmax(xp.reshape(masked, (-1,))))
+        k = tuple(int(v) for v in np.unravel_index(flat, tuple(ref.shape)))
         where = f"[{', '.join(map(str, k))}]"
-        if float(np.max(np.abs(ref), initial=0.0)) > 0 and not np.any(a):
+        if _max_abs(xp, ref) > 0 and not bool(xp.any(a != 0)):
             return "fail", f"{grad} is all zeros (reference scale {scale:.3g})", nums
-        return "fail", (f"{grad} error {diff[k]:.3g} at {where} is {ratio:.3g}x its bound "
-                        f"{float(bound.reshape(ref.shape)[k]):.3g} (rel_err {rel:.3g})"), nums
+        return "fail", (f"{grad} error {float(diff[k]):.3g} at {where} is {ratio:.3g}x its bound "
+                        f"{float(bound[k]):.3g} (rel_err {rel:.3g})"), nums
     return "ok", "", nums
 
 
@@ -378,10 +492,11 @@ def check_impl(impl: Impl, data: CaseData) -> list[GradResult]:
         return _rows(impl, data, "error", error_reason(e))
     try:
         ref = data.reference(impl.affine)
-        case_bounds(data, impl.affine)
+        case_bounds(data, impl.affine, impl.numerics)
     except MemoryError as e:  # the machine, not the implementation: said so, and the run goes on
         return _rows(impl, data, "error", f"reference: {error_reason(e)}")
-    per = {g: judge_grad(outs[i], ref[i], g, data, impl.affine) for i, g in enumerate(GRADS)}
+    per = {g: judge_grad(outs[i], ref[i], g, data, impl.affine, impl.numerics)
+           for i, g in enumerate(GRADS)}
     return _rows(impl, data, "", "", per)
 
 

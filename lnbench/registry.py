@@ -22,6 +22,47 @@ if TYPE_CHECKING:
 Thunk = Callable[[], tuple[Any, Any, Any]]
 Maker = Callable[["CaseData"], Thunk]
 
+STATS_STYLES = {
+    "saved": "uses the mean and rstd it is given (the exact ones, rounded once to their dtype)",
+    "own": "computes its own row mean and variance (pairwise, blocked or Welford sums)",
+    "any": "not declared: judged with room for either",
+}
+FORMULA_STYLES = {
+    "centered": "works with x − μ (or x̂ = (x − μ)·rstd) formed once per element",
+    "raw-x": "carries raw x and μ in separate terms (ATen's a·dy·γ + b·x + c, caffe2's test)",
+    "any": "not declared: judged with room for either",
+}
+ACC_STYLES = {
+    "auto": "accumulates in float32 for 16-bit and float32 inputs, float64 for float64",
+    "float64": "computes and accumulates in float64 whatever the input dtype",
+}
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """What an implementation declares it computes; the judge's error bounds leave room for the
+    declared style only (lnbench/judge.py). The default declares nothing: room for every style,
+    so a correct implementation of any style passes."""
+
+    stats: str = "any"  # STATS_STYLES
+    formula: str = "any"  # FORMULA_STYLES
+    acc: str = "auto"  # ACC_STYLES
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("stats", STATS_STYLES), ("formula", FORMULA_STYLES),
+                             ("acc", ACC_STYLES)):
+            v = getattr(self, key)
+            if v not in allowed:
+                raise ValueError(f"numerics {key}={v!r}; choose from {', '.join(allowed)}")
+
+    def describe(self) -> dict[str, str]:
+        return {"stats": self.stats, "formula": self.formula, "acc": self.acc}
+
+
+ANY = Numerics()
+SAVED_CENTERED = Numerics(stats="saved", formula="centered")
+OWN_CENTERED = Numerics(stats="own", formula="centered")
+
 SAVED = {
     "seed-cache": "the seed forward's cache (x, x−μ, sqrt(var+eps), μ, x̂, γ)",
     "mean-rstd": "x plus per-row mean and rstd",
@@ -42,6 +83,7 @@ class Impl:
     dtypes: tuple[str, ...] = DTYPES
     affine: bool = True
     saved: str = "mean-rstd"
+    numerics: Numerics = ANY  # the formula/statistics style it declares (judge's room)
     requires: tuple[str, ...] = ()  # modules that must be importable
     probe: Callable[[], str | None] | None = field(default=None, repr=False, compare=False)
     doc: str = ""
@@ -89,6 +131,7 @@ class Impl:
             "reason": why or "",
             "kind": self.kind,
             "saved": self.saved,
+            "numerics": self.numerics.describe(),
             "doc": self.doc,
         }
 
@@ -115,8 +158,15 @@ def register(
     device: str = "cpu",
     dtypes: Sequence[str] = DTYPES,
     affine: bool = True,
+    stats: str = "any",
+    formula: str = "any",
+    acc: str = "auto",
 ) -> Impl:
-    """Plugin API (interface): ``fn(dy, x, gamma, mean, rstd, eps) -> (dx, dgamma, dbeta)``."""
+    """Plugin API (interface): ``fn(dy, x, gamma, mean, rstd, eps) -> (dx, dgamma, dbeta)``.
+
+    ``stats``, ``formula``, ``acc``: the style the plugin declares (:class:`Numerics`,
+    docs/plugins.md); undeclared ("any", "any", "auto") it is judged with room for every style.
+    """
     from lnbench.arrays import ARRAYS, DEVICES
 
     if not isinstance(name, str) or not name:
@@ -130,6 +180,10 @@ def register(
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
         raise ValueError(f"plugin {name!r}: unknown dtype(s) {bad}; choose from {DTYPES}")
+    try:
+        numerics = Numerics(stats=stats, formula=formula, acc=acc)
+    except ValueError as e:
+        raise ValueError(f"plugin {name!r}: {e}") from None
     _load_builtins()  # a plugin may not take a built-in's id (the built-in would win silently)
     if name in _REGISTRY and _REGISTRY[name].kind != "plugin":
         raise ValueError(f"plugin {name!r}: a built-in implementation has this id; "
@@ -145,6 +199,7 @@ def register(
             dtypes=tuple(dtypes),
             affine=affine,
             saved="mean-rstd",
+            numerics=numerics,
             doc=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
         )
     )

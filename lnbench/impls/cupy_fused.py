@@ -34,7 +34,7 @@ import numpy as np
 
 from lnbench.dtypes import DTYPES, np_dtype
 from lnbench.impls.launch import one_knob_variants
-from lnbench.registry import Impl, Thunk, add
+from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
 
 # The kernels' CUDA C++ (lnbench/impls/cuda/layernorm_bwd.cu), shipped as package data.
 CUDA_SOURCE: str = (
@@ -404,6 +404,7 @@ add(
         dtypes=DTYPES,
         affine=True,
         saved="mean-rstd",
+        numerics=SAVED_CENTERED,  # the given mean/rstd, x̂ = (x − μ)·rstd
         requires=("cupy",),
         probe=probe,
         sweep=sweep,

@@ -12,7 +12,7 @@ from typing import Any
 from lnbench.arrays import to_array, torch_device
 from lnbench.dtypes import DTYPES, compute_dtype
 from lnbench.formulas import AFFINE, FORMULAS, seed_forward
-from lnbench.registry import Impl, Thunk, add
+from lnbench.registry import OWN_CENTERED, Impl, Numerics, Thunk, add
 
 SEED_NAMES = {
     "caffe2": "seed layernorm_nogamma_beta_backward (caffe2, no affine: dx only)",
@@ -21,6 +21,11 @@ SEED_NAMES = {
     "cs231n": "seed cs231n_layernorm_backward (dtype-preserving ones)",
     "kevin": "seed kevin_layernorm_backward",
 }
+# What each formulation computes (lnbench.judge's room): every one takes the mean and variance of
+# seed_forward (its own xp.mean/xp.var); caffe2's formula carries raw x and μ in separate terms,
+# the others work with x − μ and x̂.
+SEED_NUMERICS = {v: Numerics(stats="own", formula="raw-x" if v == "caffe2" else "centered")
+                 for v in SEED_NAMES}
 
 
 def namespace(array: str) -> Any:
@@ -81,6 +86,7 @@ for _v, _doc in SEED_NAMES.items():
                 dtypes=_DTYPES[_array],
                 affine=AFFINE[_v],
                 saved="seed-cache",
+                numerics=SEED_NUMERICS[_v],
                 requires=("array_api_compat",),
                 doc=_doc + f" on {'NumPy' if _array == 'numpy' else 'CuPy'}",
             )
@@ -97,6 +103,7 @@ add(
         device=torch_device(),
         affine=True,
         saved="seed-cache",
+        numerics=OWN_CENTERED,
         requires=("array_api_compat",),
         doc="seed kevin_layernorm_backward on torch eager tensors",
     )

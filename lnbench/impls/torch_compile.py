@@ -33,7 +33,7 @@ from typing import Any
 
 from lnbench.arrays import to_array, torch_device
 from lnbench.dtypes import DTYPES
-from lnbench.registry import Impl, Thunk, add
+from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
 
 _COMPILE_SECONDS: dict[str, float] = {}
 _LOCK = threading.Lock()
@@ -133,6 +133,7 @@ add(
         dtypes=DTYPES,
         affine=True,
         saved="mean-rstd",
+        numerics=SAVED_CENTERED,  # the given mean/rstd, x̂ = (x − μ)·rstd
         requires=("torch",),
         probe=_probe,
         doc="torch.compile(dynamic=True) of the backward formula from saved mean/rstd "

@@ -7,7 +7,10 @@ in the maker; the thunk runs only the backward.
 from __future__ import annotations
 
 from lnbench.arrays import to_array, torch_device
-from lnbench.registry import Impl, Thunk, add
+from lnbench.registry import Impl, Numerics, Thunk, add
+
+# torch's own forward computes the statistics; ATen's backward is dx = a·dy·γ + b·x + c in raw x
+ATEN_NUMERICS = Numerics(stats="own", formula="raw-x")
 
 
 def autograd_maker(device: str):
@@ -61,6 +64,7 @@ add(
         array="torch",
         device=_dev,
         saved="autograd-graph",
+        numerics=ATEN_NUMERICS,
         requires=("torch",),
         doc="seed pytorch_layernorm_backward: nn.LayerNorm forward + autograd backward",
     )
@@ -73,6 +77,7 @@ add(
         array="torch",
         device=_dev,
         saved="mean-rstd",
+        numerics=ATEN_NUMERICS,
         requires=("torch",),
         doc="torch.ops.aten.native_layer_norm_backward from torch's saved mean/rstd",
     )
