@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lnbench import metrics
 from lnbench.caseloop import Key, attempt, run_cases, skip_reason
 from lnbench.grid import Case, CaseData, make_data
 from lnbench.judge import GRADS, error_reason, judge_grad
@@ -224,11 +225,11 @@ def measure_case(
         for rec, thunk, impl in ready:
             if rec.seconds is None or rec.status == "error":
                 continue
-            rec.gbps = case.nbytes_min / rec.seconds / 1e9
+            rec.gbps = metrics.gbps(case.nbytes_min, rec.seconds)
             cb = copies[impl.device]
             if cb:
                 rec.copy_gbps = cb
-                rec.pct_copy = 100 * rec.gbps / cb
+                rec.pct_copy = metrics.pct_copy(rec.gbps, cb)
             if memory:
                 try:
                     rec.workspace_bytes = workspace_bytes(thunk, impl.array, impl.device)

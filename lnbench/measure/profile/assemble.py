@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lnbench import metrics
 from lnbench.grid import CaseData
 from lnbench.measure.profile.bytes_moved import BOUNDARY_NOTE, bytes_moved
 from lnbench.measure.profile.chrome_trace import write_numpy_trace
@@ -150,8 +151,8 @@ def profile_impl(
     if method == "boundary":
         notes.append(BOUNDARY_NOTE)
     cb = copy_bandwidth(impl.device)
-    gbps = case.nbytes_min / sec / 1e9
-    eff = moved / sec / 1e9 if moved else None
+    gbps = metrics.gbps(case.nbytes_min, sec)
+    eff = metrics.gbps(moved, sec) if moved else None
     return ProfileResult(
         impl=impl.name, case=case.name, M=case.M, N=case.N, dtype=case.dtype, dist=case.dist,
         device=impl.device, backend=backend, profiler=t.profiler,
@@ -160,8 +161,8 @@ def profile_impl(
         nbytes_min=case.nbytes_min, bytes_moved=moved or None, bytes_method=method,
         moves_x_min=moved / case.nbytes_min if moved else None,
         gbps=gbps, effective_gbps=eff, copy_gbps=cb,
-        pct_copy=100 * gbps / cb if cb else None,
-        effective_pct_copy=100 * eff / cb if cb and eff else None,
+        pct_copy=metrics.pct_copy(gbps, cb),
+        effective_pct_copy=metrics.pct_copy(eff, cb) if eff else None,
         page_faults_per_call=faults,
         fault_seconds=fault_cost_seconds() if faults is not None else None,
         traced_seconds=t.traced_seconds, ops_seconds=ops_seconds,
