@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from asv_histories import REPO, unpack
 
+from lnbench.metrics import bytes_moved
 from lnbench.report import synthetic as syn
 from lnbench.report.dashboard import (
     MIN_CASE_ELEMENTS,
@@ -19,7 +20,6 @@ from lnbench.report.dashboard import (
     accuracy_cells,
     accuracy_heatmap,
     build_dashboard,
-    bytes_moved,
     case_elements,
     net_change,
     series_that_changed_most,

@@ -21,7 +21,6 @@ values, NoData), :mod:`.history` (series over commits, the series that changed m
 :mod:`.accuracy` (the dx error heatmap), :mod:`.page` (``build_dashboard``: the HTML page).
 """
 
-from lnbench.metrics import bytes_moved, elt_bytes
 from lnbench.report.dashboard.accuracy import (
     MIN_CASE_ELEMENTS,
     accuracy_cells,
@@ -47,6 +46,6 @@ from lnbench.report.dashboard.plotting import (
 __all__ = [
     "HISTORY_METRICS", "MAX_TICK_LABELS", "MIN_CASE_ELEMENTS", "PLOT_MAX", "NoData",
     "_commit_ticks", "_figure", "accuracy_cells", "accuracy_heatmap", "build_dashboard",
-    "bytes_moved", "case_elements", "changed_most_plot", "elt_bytes", "gbps_plot",
+    "case_elements", "changed_most_plot", "gbps_plot",
     "history_plot", "net_change", "series_that_changed_most",
 ]
