@@ -31,7 +31,7 @@ def script(name: str, *args: str, env: dict[str, str] | None = None,
 
 def report(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``lnbench report NAME ARGS`` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "lnbench", "report", name, *args],
+    return subprocess.run([sys.executable, "-m", "lnbench", "report", name, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
