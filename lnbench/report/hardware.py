@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lnbench.metrics import pct_copy
 from lnbench.report import metrics
 from lnbench.report.loader import LoadedResults
 
@@ -365,7 +366,7 @@ def _speed_rows(d: pd.DataFrame, present: list[str], baseline: str, multi_env: b
     for _, r in wide.iterrows():
         f = facts.get(r["machine"], {})
         copy = _bandwidth(f.get(f"copy_gbps_{_device(str(r.get('impl') or ''), f)}"))
-        derived.append(100.0 * r["gbps"] / copy if math.isfinite(copy) else np.nan)
+        derived.append(pct_copy(r["gbps"], copy) if math.isfinite(copy) else np.nan)
     derived_a = np.asarray(derived, dtype=float)
     measured = wide[PCT_COPY].to_numpy(dtype=float)
     wide["pct_copy"] = np.where(np.isfinite(measured), measured, derived_a)
