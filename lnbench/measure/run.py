@@ -122,7 +122,7 @@ def _prepare(impl: Impl, data: CaseData) -> tuple[Record, Callable[[], Any] | No
         if not impl.affine and g != "dx":
             errs[g] = None
             continue
-        st, why, nums = judge_grad(outs[i], ref[i], g, data, impl.affine)
+        st, why, nums = judge_grad(outs[i], ref[i], g, data, impl.affine, impl.numerics)
         errs[g] = nums["rel_err"]
         if st != "ok":
             status = "fail"
