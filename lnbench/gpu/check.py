@@ -182,11 +182,12 @@ def packages(args: argparse.Namespace, out: Path, report: dict[str, Any]) -> Non
         raise skipped(out, report, f"torch: {missing['torch']}")
 
 
-def main(argv: list[str] | None = None, prepared: dict[str, Any] | None = None) -> int:
+def main(argv: list[str] | None = None, prepared: dict[str, Any] | None = None,
+         prog: str = "gpu-check") -> int:
     """The check (module docstring); ``prepared``: the report so far of ``scripts/gpu-check``,
     which installed the carried wheels already."""
     argv = sys.argv[1:] if argv is None else argv
-    args = pre.parser().parse_args(argv)
+    args = pre.parser(prog).parse_args(argv)
     if args.worker:
         from lnbench.gpu.worker import worker_main
 
