@@ -43,16 +43,16 @@ class Metrics:
         self.r = B.lookup(cache, impl, shape, dtype)
 
     def track_seconds(self, cache, impl, shape, dtype):
-        return B.value(self.r, "seconds")
+        return B.value(self.r, "track_seconds")
 
     def track_gbps(self, cache, impl, shape, dtype):
-        return B.value(self.r, "gbps")
+        return B.value(self.r, "track_gbps")
 
     def track_pct_copy(self, cache, impl, shape, dtype):
-        return B.value(self.r, "pct_copy")
+        return B.value(self.r, "track_pct_copy")
 
     def track_workspace_bytes(self, cache, impl, shape, dtype):
-        return B.value(self.r, "workspace_bytes")
+        return B.value(self.r, "track_workspace_bytes")
 
     track_seconds.unit = M.unit("track_seconds")
     track_gbps.unit = M.unit("track_gbps")
@@ -74,13 +74,13 @@ class Accuracy:
         self.r = B.lookup(cache, impl, shape, dtype, dist)
 
     def track_rel_err_dx(self, cache, impl, shape, dtype, dist):
-        return B.value(self.r, "rel_err_dx")
+        return B.value(self.r, "track_rel_err_dx")
 
     def track_rel_err_dgamma(self, cache, impl, shape, dtype, dist):
-        return B.value(self.r, "rel_err_dgamma")
+        return B.value(self.r, "track_rel_err_dgamma")
 
     def track_rel_err_dbeta(self, cache, impl, shape, dtype, dist):
-        return B.value(self.r, "rel_err_dbeta")
+        return B.value(self.r, "track_rel_err_dbeta")
 
     track_rel_err_dx.unit = M.unit("track_rel_err_dx")
     track_rel_err_dgamma.unit = M.unit("track_rel_err_dgamma")

@@ -25,6 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from lnbench import metrics
 from lnbench.grid import DISTS, GRIDS, Case, grid_name, make_data, parse_shape, shape_str
 from lnbench.measure import heap
 from lnbench.measure.asvrun import (  # noqa: F401 - asv_results_dir, asv_run: this module's API
@@ -33,7 +34,6 @@ from lnbench.measure.asvrun import (  # noqa: F401 - asv_results_dir, asv_run: t
     write_facts,
     write_interference,
 )
-from lnbench.metrics import methods_of
 
 # before any case allocates or any worker thread starts: asv's forkserver (asv.conf.json's
 # launch_method) imports the suite once and forks every benchmark from it, so each benchmark
@@ -212,7 +212,7 @@ def teardown(bench: Any) -> None:
         p.teardown()
 
 
-METRICS = methods_of("Metrics")
+METRICS = metrics.methods_of("Metrics")
 
 
 def measure_all(bench_file: str | None = None) -> dict[str, dict[str, Any]]:
@@ -287,8 +287,10 @@ def lookup(cache_: dict[str, dict[str, Any]], *params: str) -> dict[str, Any]:
     return rec
 
 
-def value(rec: dict[str, Any], key: str) -> float:
-    v = rec.get(key)
+def value(rec: dict[str, Any], metric: str) -> float:
+    """The number of the declared ``metric`` (``track_gbps``) in a point's record: the record
+    field ``lnbench.metrics`` declares for it; NaN where the record has none."""
+    v = rec.get(metrics.METRICS[metric].key)
     if v is None:
         return float("nan")  # asv stores NaN as a failed value, never a made-up number
     return float(v)
