@@ -74,8 +74,9 @@ from typing import Any
 
 import pandas as pd
 
+from lnbench.report.load.collect import Collector
 from lnbench.report.load.envfamily import env_family
-from lnbench.report.load.frame import STATUSES, Collector, assemble, empty_frame
+from lnbench.report.load.frame import STATUSES, assemble, empty_frame
 from lnbench.report.load.history import (
     apply_first_parent,
     git_first_parent,
@@ -259,7 +260,6 @@ def load_results(
     facts: dict[str, dict[str, Any]] = {}
     asv_info: dict[str, dict[str, Any]] = {}
     combos = Combos(benchmarks)
-    col = Collector(combos)
     tasks: list[tuple[Path, str]] = []
     infos: dict[str, dict[str, Any]] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -276,6 +276,7 @@ def load_results(
             continue
         infos[sub.name] = machine_info(machine_json, errors)
         tasks.extend((path, sub.name) for path in jsons)
+    col = Collector(combos, len(tasks))
     with _gc_paused():
         for fr in _read_all(tasks, combos):
             errors.extend(fr.errors)

@@ -28,8 +28,6 @@ negative bytes or rel_err) become ``invalid``, one LoadError per file and benchm
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,15 +35,16 @@ import numpy as np
 import pandas as pd
 
 from lnbench.report import metrics
+from lnbench.report.load.collect import Collector, Growing
 from lnbench.report.load.envfamily import env_family
 from lnbench.report.load.interference import NoisyPoints
 from lnbench.report.load.jsonfile import LoadError, short_repr
-from lnbench.report.load.layout import Combos, Layout
-from lnbench.report.load.resultfile import STAT_KEYS, FileRead
+from lnbench.report.load.resultfile import STAT_KEYS
 
 #: row statuses, in the order of their codes
 STATUSES = ("ok", "failed", "skipped", "invalid", "noisy")
 NOISY = STATUSES.index("noisy")
+_BLOCK = 1 << 16
 
 
 def _small_int(n: int) -> type[np.signedinteger[Any]]:
@@ -62,68 +61,26 @@ def categorical(small: Sequence[Any], codes: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(table[codes] if len(codes) else codes, categories=uniq)
 
 
-def utc_from_ms(ms: np.ndarray) -> pd.DatetimeIndex:
-    """Milliseconds since 1970 (NaN: NaT) as UTC times, as ``pandas.to_datetime(ms,
-    unit="ms", utc=True)`` gives them."""
-    finite = np.isfinite(ms)
-    whole = ms[finite]
-    if not np.array_equal(whole, np.trunc(whole)):
-        return pd.to_datetime(ms, unit="ms", utc=True)
-    us = np.full(len(ms), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
-    us[finite] = whole.astype(np.int64) * 1000
-    return pd.DatetimeIndex(us.view("M8[us]")).tz_localize("UTC")
-
-
-class Collector:
-    """The kept files of a results folder, in the order read (see the module docstring)."""
-
-    def __init__(self, combos: Combos) -> None:
-        self.combos = combos
-        self.files: list[dict[str, Any]] = []
-        self.layouts: list[Layout] = []
-        self.values: list[np.ndarray] = []
-        self.status: list[np.ndarray] = []
-        self.stats: list[np.ndarray | None] = []
-        self.samples: list[list[Any] | None] = []
-        self.started: list[np.ndarray] = []
-        self.vcodes: list[np.ndarray] = []
-        self.version_names: list[str | None] = []
-        self._version_code: dict[str | None, int] = {}
-        self.n_rows = 0
-
-    def _version(self, value: Any) -> int:
-        key = value if value is None or isinstance(value, str) else json.dumps(value)
-        code = self._version_code.get(key)
-        if code is None:
-            code = self._version_code[key] = len(self.version_names)
-            self.version_names.append(key)
-        return code
-
-    def add(self, fr: FileRead) -> None:
-        """Keep a file read (by this process, or by a worker: then laid out again here)."""
-        assert fr.rec is not None and fr.values is not None and fr.status is not None
-        lay = fr.layout
-        if lay is None or lay.owner is not self.combos:
-            lay = self.combos.layout(fr.names, fr.params)
-        self.combos.code(lay)
-        if lay.vcodes is None or (fr.versions is not lay.versions
-                                  and fr.versions != lay.versions):
-            lay.vcodes = np.fromiter(map(self._version, fr.versions), dtype=np.int32,
-                                     count=len(fr.versions))
-            lay.versions = fr.versions
-        self.files.append(fr.rec)
-        self.layouts.append(lay)
-        self.values.append(fr.values)
-        self.status.append(fr.status)
-        self.stats.append(fr.stats)
-        self.samples.append(fr.samples)
-        self.started.append(fr.started)
-        self.vcodes.append(lay.vcodes)
-        self.n_rows += len(fr.values)
-
-    def row_starts(self) -> np.ndarray:
-        """First row of each kept file, and the number of rows at the end."""
-        return np.r_[0, np.cumsum([lay.total for lay in self.layouts])].astype(np.int64)
+def utc_from_ms(ms: np.ndarray, repeats: np.ndarray | None = None) -> pd.DatetimeIndex:
+    """Milliseconds since 1970 (NaN: NaT) as UTC times, each repeated ``repeats`` times, as
+    ``pandas.to_datetime(np.repeat(ms, repeats), unit="ms", utc=True)`` gives them: whole
+    milliseconds by integer arithmetic in blocks (no temporary as long as the rows but the
+    result), anything else by pandas."""
+    us = np.empty(len(ms), dtype=np.int64)
+    for i in range(0, len(ms), _BLOCK):
+        block = ms[i:i + _BLOCK]
+        ok = np.isfinite(block)
+        whole = block[ok]
+        if not np.array_equal(whole, np.trunc(whole)):
+            del us
+            return pd.to_datetime(ms if repeats is None else np.repeat(ms, repeats),
+                                  unit="ms", utc=True)
+        out = us[i:i + _BLOCK]
+        out[:] = np.iinfo(np.int64).min  # NaT
+        out[ok] = whole.astype(np.int64) * 1000
+    if repeats is not None:
+        us = np.repeat(us, repeats)
+    return pd.DatetimeIndex(us.view("M8[us]"), copy=False).tz_localize("UTC")
 
 
 def _commit_order_by_date(files: pd.DataFrame) -> np.ndarray:
@@ -146,15 +103,17 @@ def _bound_text(benchmark: str, unit: str) -> str:
 
 def _impossible(values: np.ndarray, bench_of_row: np.ndarray, bench_names: list[str],
                 unit_of: list[str]) -> np.ndarray:
-    """Mask of finite values below their metric's lower bound (``metrics.lower_bound``)."""
+    """Mask of finite values below their metric's lower bound (``metrics.lower_bound``),
+    one pass per distinct bound."""
     bounds = [metrics.lower_bound(b, u) for b, u in zip(bench_names, unit_of, strict=True)]
-    lo = np.asarray([-np.inf if b is None else b[0] for b in bounds], dtype=float)
-    strict = np.asarray([b is not None and b[1] for b in bounds], dtype=bool)
-    if not np.isfinite(lo).any():
-        return np.zeros(len(values), dtype=bool)
-    lo_row, strict_row = lo[bench_of_row], strict[bench_of_row]
-    with np.errstate(invalid="ignore"):
-        return np.where(strict_row, values <= lo_row, values < lo_row) & np.isfinite(values)
+    bad = np.zeros(len(values), dtype=bool)
+    for bound in {b for b in bounds if b is not None}:
+        lo, strict = bound
+        has = np.asarray([b == bound for b in bounds], dtype=bool)[bench_of_row]
+        with np.errstate(invalid="ignore"):
+            below = values <= lo if strict else values < lo  # NaN compares False
+        bad |= below & has
+    return bad
 
 
 def _impossible_errors(bad: np.ndarray, values: np.ndarray, col: Collector,
@@ -177,16 +136,6 @@ def _impossible_errors(bad: np.ndarray, values: np.ndarray, col: Collector,
             f"({shown}): not used"))
 
 
-def _joined(parts: list[Any], starts: np.ndarray, n: int, fill: Any, dtype: Any
-            ) -> np.ndarray:
-    """Per-file arrays (None: ``fill``) joined into one row array."""
-    out = np.full(n, fill, dtype=dtype)
-    for k, part in enumerate(parts):
-        if part is not None:
-            out[starts[k]:starts[k + 1]] = part
-    return out
-
-
 def assemble(col: Collector, errors: list[LoadError], noisy: NoisyPoints | None = None
              ) -> pd.DataFrame:
     """The frame of everything in ``col`` (columns in ``lnbench.report.loader``).
@@ -195,105 +144,115 @@ def assemble(col: Collector, errors: list[LoadError], noisy: NoisyPoints | None 
     ``noisy`` with their ``noise_reason``, and ``noisy.missing`` counts the points that
     matched no ok row."""
     combos, lays = col.combos, col.layouts
-    starts = col.row_starts()
     n = col.n_rows
-    file_of_row = np.repeat(np.arange(len(lays), dtype=np.int32), np.diff(starts))
-    bench_of_row = np.concatenate([lay.bench_of_row for lay in lays])
-    combo_of_row = np.concatenate([lay.ids for lay in lays])
+    rows_of_file = np.fromiter((lay.total for lay in lays), dtype=np.int64, count=len(lays))
     fdf = pd.DataFrame(col.files)
+    out: dict[str, Any] = {}
+    # the longest temporaries first, while least is held; each buffer is let go once used
+    single = all(len(lay.lens) == lay.total for lay in lays)  # one row per entry
+    out["started_at"] = utc_from_ms(col.started.array(), None if single else
+                                    np.concatenate([lay.lens for lay in lays]))
+    col.started = Growing(np.float64, 0)
+    out["date"] = utc_from_ms(fdf["date"].to_numpy(dtype=float), rows_of_file)
 
     def per_file(values: list[Any]) -> pd.Categorical:
-        return categorical(values, file_of_row)
+        cat = categorical(values, np.arange(len(values)))
+        return pd.Categorical.from_codes(np.repeat(cat.codes, rows_of_file), dtype=cat.dtype)
 
-    frame: dict[str, Any] = {"machine": per_file(fdf["machine"].tolist()),
-                             "commit": per_file(fdf["commit"].tolist())}
-    frame["commit_order"] = _commit_order_by_date(fdf)[file_of_row]
-    frame["date"] = utc_from_ms(fdf["date"].to_numpy(dtype=float)[file_of_row])
-    frame["env"] = per_file(fdf["env"].tolist())
-    names = combos.bench_names
-    frame["benchmark"] = categorical(names, bench_of_row)
+    for key in ("machine", "commit", "env", "file"):
+        out[key] = per_file(fdf[key].tolist())
+    out["env_family"] = per_file([env_family(e, r) for e, r in zip(
+        fdf["env"], fdf["requirements"], strict=True)])
+    out["commit_order"] = np.repeat(_commit_order_by_date(fdf), rows_of_file)
+    combo_of_row = np.concatenate([lay.ids for lay in lays])
     for name in combos.names:
-        frame[name] = categorical([r.get(name) for r in combos.rows], combo_of_row)
-
+        out[name] = categorical([r.get(name) for r in combos.rows], combo_of_row)
+    del combo_of_row
+    names = combos.bench_names
     meta = [combos.benchmarks.get(b, {}) for b in names]
+    vcode, out["version_ok"] = _versions(col, meta)
+    out["bench_version"] = categorical(col.version_names, vcode)
+    del vcode
+
+    bench_of_row = np.concatenate([lay.bench_of_row for lay in lays])
+    out["benchmark"] = categorical(names, bench_of_row)
     unit_of = [str(m.get("unit") or metrics.default_unit(b)) for b, m in zip(names, meta,
                                                                              strict=True)]
     hib_of = [metrics.higher_is_better(b, m or {"unit": u})
               for b, m, u in zip(names, meta, unit_of, strict=True)]
-    frame["metric"] = categorical([metrics.method_name(b) for b in names], bench_of_row)
-    frame["unit"] = categorical(unit_of, bench_of_row)
-    frame["higher_is_better"] = np.asarray(hib_of, dtype=bool)[bench_of_row]
-
-    values = np.concatenate(col.values)
-    status = np.concatenate(col.status)
-    col.values.clear()
-    col.status.clear()
+    out["metric"] = categorical([metrics.method_name(b) for b in names], bench_of_row)
+    out["unit"] = categorical(unit_of, bench_of_row)
+    out["higher_is_better"] = np.asarray(hib_of, dtype=bool)[bench_of_row]
+    known = bool(combos.benchmarks)
+    out["retired"] = np.asarray([known and b not in combos.benchmarks for b in names],
+                                dtype=bool)[bench_of_row]
+    values = col.values.array()
+    status = col.status.array()
     impossible = _impossible(values, bench_of_row, names, unit_of)
+    del bench_of_row
     if impossible.any():
         _impossible_errors(impossible, values, col, unit_of, errors)
         values[impossible] = np.nan
         status[impossible] = STATUSES.index("invalid")
+    del impossible
+    # object columns as Series of dtype object: pandas would otherwise infer their type,
+    # with temporaries of 24 bytes a row
     reason = np.full(n, None, dtype=object)
     if noisy is not None:
         hit = status[noisy.rows] == 0
         status[noisy.rows[hit]] = NOISY
         reason[noisy.rows[hit]] = noisy.why[hit]
         noisy.missing = noisy.n_points - len(np.unique(noisy.point[hit]))
-    frame["value"] = values
-    frame["status"] = pd.Categorical.from_codes(status, categories=list(STATUSES))
-    if all(s is None for s in col.stats):
+    out["value"] = values
+    out["status"] = pd.Categorical.from_codes(status, categories=list(STATUSES))
+    if col.stats is None:
         nan = np.full(n, np.nan)
         for key in STAT_KEYS:
-            frame[key] = nan  # one shared array: pandas copies a column before changing it
+            out[key] = nan  # one shared array: pandas copies a column before changing it
     else:
-        for j, key in enumerate(STAT_KEYS):
-            frame[key] = _joined([None if s is None else s[j] for s in col.stats], starts, n,
-                                 np.nan, float)
-    col.stats.clear()
-    if all(s is None for s in col.samples):
-        frame["samples"] = reason if noisy is None else np.full(n, None, dtype=object)
-    else:
-        frame["samples"] = np.fromiter(
-            itertools.chain.from_iterable(itertools.repeat(None, lay.total) if s is None else s
-                                          for s, lay in zip(col.samples, lays, strict=True)),
-            dtype=object, count=n)
-    col.samples.clear()
-    lens = np.concatenate([lay.lens for lay in lays])
-    started = np.concatenate(col.started)
-    frame["started_at"] = utc_from_ms(started if len(started) == n
-                                      else np.repeat(started, lens))
-    vcode = np.concatenate(col.vcodes)
-    if len(vcode) != n:
-        vcode = np.repeat(vcode, lens)
-    frame["version_ok"] = _version_ok(col, meta, bench_of_row, vcode)
-    frame["bench_version"] = categorical(col.version_names, vcode)
-    known = bool(combos.benchmarks)
-    frame["retired"] = np.asarray([known and b not in combos.benchmarks for b in names],
-                                  dtype=bool)[bench_of_row]
-    fam = [env_family(e, r) for e, r in zip(fdf["env"], fdf["requirements"], strict=True)]
-    frame["env_family"] = per_file(fam)
-    frame["noise_reason"] = reason
-    frame["file"] = per_file(fdf["file"].tolist())
-    return pd.DataFrame(frame, copy=False)
+        for key, grown in zip(STAT_KEYS, col.stats, strict=True):
+            out[key] = grown.array()
+    # (reasons, where there are any, become pandas' string dtype as pandas infers it)
+    out["noise_reason"] = (reason if noisy is not None and noisy.missing < noisy.n_points
+                           else pd.Series(reason, dtype=object, copy=False))
+    out["samples"] = (pd.Series(col.samples.array(), dtype=object, copy=False)
+                      if col.samples is not None
+                      else out["noise_reason"] if noisy is None
+                      else pd.Series(np.full(n, None, dtype=object), dtype=object, copy=False))
+    return pd.DataFrame({c: out[c] for c in _columns(combos.names)}, copy=False)
 
 
-def _version_ok(col: Collector, meta: list[dict[str, Any]], bench_of_row: np.ndarray,
-                vcode: np.ndarray) -> np.ndarray:
-    """Per row: is the stored benchmark version the one benchmarks.json holds (or is
-    either unknown)? asv itself ignores results of other versions when publishing."""
+def _columns(param_names: list[str]) -> list[str]:
+    """The frame's columns, in order."""
+    return ["machine", "commit", "commit_order", "date", "env", "benchmark", *param_names,
+            "metric", "unit", "higher_is_better", "value", "status", *STAT_KEYS, "samples",
+            "started_at", "version_ok", "bench_version", "retired", "env_family",
+            "noise_reason", "file"]
+
+
+def _versions(col: Collector, meta: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the stored version's code, and whether it is the version benchmarks.json
+    holds (or either is unknown; asv itself ignores results of other versions when
+    publishing). Worked out once per layout and list of version codes, then joined."""
     current = [m.get("version") for m in meta]
     # the current version of each benchmark as a version code: -1 unknown, -2 never stored
-    cur = np.asarray([-1 if v is None else col._version_code.get(v, -2) if isinstance(v, str)
+    cur = np.asarray([-1 if v is None else col.version_code.get(v, -2) if isinstance(v, str)
                       else -2 for v in current], dtype=np.int64)
     stored_none = np.asarray([v is None for v in col.version_names], dtype=bool)
-    cur_row = cur[bench_of_row]
-    return (cur_row == -1) | (cur_row == vcode) | stored_none[vcode]
+    done: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    codes, oks = [], []
+    for lay, vcodes in zip(col.layouts, col.vcodes, strict=True):
+        key = (id(lay), id(vcodes))
+        hit = done.get(key)
+        if hit is None:
+            assert lay.bench is not None
+            ok = (cur[lay.bench] == -1) | (cur[lay.bench] == vcodes) | stored_none[vcodes]
+            hit = done[key] = (np.repeat(vcodes, lay.lens), np.repeat(ok, lay.lens))
+        codes.append(hit[0])
+        oks.append(hit[1])
+    return np.concatenate(codes), np.concatenate(oks)
 
 
 def empty_frame(param_names: list[str]) -> pd.DataFrame:
     """The frame of a folder without results: every column, no rows."""
-    cols = ["machine", "commit", "commit_order", "date", "env", "benchmark", *param_names,
-            "metric", "unit", "higher_is_better", "value", "status", *STAT_KEYS, "samples",
-            "started_at", "version_ok", "bench_version", "retired", "env_family",
-            "noise_reason", "file"]
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in _columns(param_names)})

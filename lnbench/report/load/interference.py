@@ -27,7 +27,7 @@ import numpy as np
 from lnbench.report.load.jsonfile import LoadError, check_version, read_json, short_repr
 
 if TYPE_CHECKING:
-    from lnbench.report.load.frame import Collector
+    from lnbench.report.load.collect import Collector
     from lnbench.report.load.layout import Layout
 
 INTERFERENCE_DIR = "lnbench-interference"
