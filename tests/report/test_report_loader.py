@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lnbench.report import synthetic as syn
@@ -208,3 +209,150 @@ def test_worker_processes_read_the_same_frame(tmp_path: Path, monkeypatch) -> No
     assert len(one.errors) == 1 and one.errors[0].path == str(bad)
     cols = [c for c in one.frame.columns if c != "samples"]
     assert one.frame[cols].astype(object).equals(two.frame[cols].astype(object))
+
+
+def _edit(path: Path, fn) -> None:
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def test_values_not_numbers_are_invalid(small: tuple[Path, dict]) -> None:
+    """A stored string, boolean or integer beyond float range is not a measurement: invalid,
+    one error per benchmark (numpy alone would read the string "1.5" as 1.5)."""
+    root, specs = small
+    paths = [_write(root, specs, i, {TIME: [1e-3, 2e-3], GBPS: [5.0, 6.0]}) for i in range(3)]
+    _edit(paths[0], lambda d: d["results"][TIME].__setitem__(0, ["1.5", 2e-3]))
+    _edit(paths[1], lambda d: d["results"][TIME].__setitem__(0, [True, 2e-3]))
+    _edit(paths[2], lambda d: d["results"][TIME].__setitem__(0, [10**400, 2e-3]))
+    loaded = load_results(root)
+    f = loaded.frame
+    t = f[f["benchmark"] == TIME].set_index(["commit", "impl"])
+    for i in range(3):
+        assert t.loc[(syn.commit_hash(i), "numpy.kevin"), "status"] == "invalid"
+        assert math.isnan(t.loc[(syn.commit_hash(i), "numpy.kevin"), "value"])
+        assert t.loc[(syn.commit_hash(i), "torch.native"), "value"] == 2e-3
+    assert set(f.loc[f["benchmark"] == GBPS, "status"]) == {"ok"}
+    reasons = {Path(e.path).name: e.reason for e in loaded.errors}
+    for p, shown in zip(paths, ("'1.5'", "True", "1000000"), strict=True):
+        assert reasons[p.name].startswith(f"{TIME}: 1 stored value(s) not a finite number")
+        assert shown in reasons[p.name]
+
+
+def test_started_at_too_large_discredits_the_file(small: tuple[Path, dict]) -> None:
+    root, specs = small
+    good = _write(root, specs, 0, {TIME: [1e-3, 2e-3]})
+    bad = _write(root, specs, 1, {TIME: [1e-3, 2e-3], GBPS: [5.0, 6.0]})
+    _edit(bad, lambda d: d["results"][GBPS].__setitem__(3, 10**400))
+    loaded = load_results(root)
+    assert [Path(e.path).name for e in loaded.errors] == [bad.name]
+    assert "started_at" in loaded.errors[0].reason and "out of range" in loaded.errors[0].reason
+    assert set(loaded.frame["file"]) == {str(good)}
+
+
+def test_same_entries_other_params_and_versions(tmp_path: Path) -> None:
+    """Files that repeat a layout share it, but a file whose params (or versions) differ
+    for the same entries is laid out on its own: every row keeps its own parameters."""
+    two = syn.BenchSpec("b.T.time_x", [syn.quoted(["a", "b"])], ["p"], "seconds", "time",
+                        version="v1")
+    three = syn.BenchSpec("b.T.time_x", [syn.quoted(["a", "b", "c"])], ["p"], "seconds", "time",
+                          version="v2")
+    syn.write_benchmarks_json(tmp_path, [three])
+    syn.write_machine_json(tmp_path, "box")
+    for i, (spec, vals) in enumerate([(two, [1.0, 2.0]), (three, [3.0, 4.0, 5.0]),
+                                      (two, [6.0, 7.0]), (three, [8.0, 9.0, 10.0])]):
+        syn.write_result_file(tmp_path, "box", syn.commit_hash(i), syn.T0_MS + i * syn.DAY_MS,
+                              {spec.name: vals}, {spec.name: spec})
+    f = load_results(tmp_path).frame.sort_values(["commit_order", "p"])
+    assert f["value"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert f["p"].astype(str).tolist() == ["a", "b", "a", "b", "c", "a", "b", "a", "b", "c"]
+    assert f["bench_version"].astype(str).tolist() == ["v1"] * 2 + ["v2"] * 3 + ["v1"] * 2 + [
+        "v2"] * 3
+    assert f["version_ok"].tolist() == [False] * 2 + [True] * 3 + [False] * 2 + [True] * 3
+
+
+def test_statistics_and_samples_of_some_files_only(small: tuple[Path, dict]) -> None:
+    """Columns a file does not store are NaN/None for its rows only."""
+    root, specs = small
+    _write(root, specs, 0, {TIME: [1e-3, 2e-3]})
+    syn.write_result_file(root, "box", syn.commit_hash(1), syn.T0_MS + syn.DAY_MS,
+                          {TIME: [1e-3, 2e-3]}, specs,
+                          samples={TIME: [[1e-3, 1.1e-3, 0.9e-3], None]})
+    _write(root, specs, 2, {TIME: [1e-3, 2e-3]})
+    f = load_results(root).frame.sort_values(["commit_order", "impl"])
+    assert np.isnan(f["repeat"].to_numpy()[[0, 1, 3, 4, 5]]).all()
+    assert f["repeat"].tolist()[2] == 3
+    assert f["samples"].tolist() == [None, None, [1e-3, 1.1e-3, 0.9e-3], None, None, None]
+    assert f["samples"].dtype == object
+
+
+def test_without_orjson_the_same(tree: Path, small: tuple[Path, dict], monkeypatch) -> None:
+    """The standard json module reads the same frames and words the same errors (orjson is
+    only a faster decoder; files with NaN, which orjson refuses, go to json either way)."""
+    from lnbench.report.load import jsonfile
+
+    if jsonfile._orjson is None:
+        pytest.skip("orjson not installed: the json module reads everything already")
+    root, specs = small
+    _write(root, specs, 0, {TIME: [1e-3, float("nan")], GBPS: None})
+    (root / "box" / "deadbeef-env.json").write_text('{"version": 2, "results": ')
+    with_orjson = [load_results(tree), load_results(root)]
+    monkeypatch.setattr(jsonfile, "_orjson", None)
+    without = [load_results(tree), load_results(root)]
+    for a, b in zip(with_orjson, without, strict=True):
+        assert [e.as_dict() for e in a.errors] == [e.as_dict() for e in b.errors]
+        assert a.frame.astype(str).equals(b.frame.astype(str))
+    assert "JSON" in without[1].errors[0].reason
+    f = without[1].frame
+    assert set(f.loc[f["benchmark"] == TIME, "status"]) == {"ok", "skipped"}
+
+
+@pytest.mark.parametrize("gc_on", [True, False])
+def test_garbage_collector_state_kept(tree: Path, gc_on: bool) -> None:
+    import gc
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if gc_on else gc.disable)()
+        load_results(tree)
+        assert gc.isenabled() is gc_on
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_utc_from_ms_matches_pandas() -> None:
+    from lnbench.report.load.frame import utc_from_ms
+
+    rng = np.random.default_rng(1)
+    whole = np.round(1.7e12 + rng.uniform(0, 1e10, 200_000))
+    whole[::97] = np.nan
+    frac = whole + 0.25
+    for ms in (whole, frac, np.array([np.nan, np.nan]), np.zeros(0)):
+        reps = rng.integers(0, 4, len(ms))
+        for r in (None, reps):
+            want = pd.to_datetime(ms if r is None else np.repeat(ms, r), unit="ms", utc=True)
+            got = utc_from_ms(ms, r)
+            assert got.dtype == want.dtype
+            assert got.equals(want)
+
+
+def test_unmatched_noisy_point_names_the_sidecar_folder(small: tuple[Path, dict]) -> None:
+    root, specs = small
+    _write(root, specs, 0, {TIME: [1e-3, 2e-3]})
+    side = root / "lnbench-interference" / "box"
+    side.mkdir(parents=True)
+    (side / "x.json").write_text(json.dumps({
+        "version": 1, "machine": "box", "commit": syn.commit_hash(0),
+        "env": "virtualenv-py3.11",
+        "points": [{"benchmark": TIME, "params": {"impl": "torch.native", "shape": "64x1024",
+                                                  "dtype": "float32"},
+                    "status": "noisy", "reason": "load 3.2"},
+                   {"benchmark": "nope.N.time_n", "params": {}, "status": "noisy"}]}))
+    loaded = load_results(root)
+    f = loaded.frame.set_index("impl")
+    assert f.loc["torch.native", "status"] == "noisy"
+    assert f.loc["torch.native", "noise_reason"] == "load 3.2"
+    assert f.loc["numpy.kevin", "status"] == "ok"
+    assert [e.as_dict() for e in loaded.errors] == [
+        {"path": str(root / "lnbench-interference"),
+         "reason": "1 noisy point(s) match no stored ok value"}]
