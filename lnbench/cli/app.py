@@ -71,24 +71,43 @@ def _quiet_closed_stdout() -> None:
         pass
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _command(argv: list[str]) -> Callable[[], int]:
+    """The command argv asks for, ready to run (argparse exits 2 on bad usage)."""
     raw = _raw_command(argv)
     if raw is not None:
-        def run() -> int:
-            return raw(argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
-        forced = os.environ.get("LNBENCH_TORCH_DEVICE")
-        if forced is not None and forced not in ("cpu", "cuda"):
-            print(error_line(f"LNBENCH_TORCH_DEVICE={forced}: must be cpu or cuda"),
-                  file=sys.stderr)
-            return EXIT_USAGE
+        return lambda: raw(argv[1:])
+    args = build_parser().parse_args(argv)
+    forced = os.environ.get("LNBENCH_TORCH_DEVICE")
+    if forced is not None and forced not in ("cpu", "cuda"):
+        raise UsageError(f"LNBENCH_TORCH_DEVICE={forced}: must be cpu or cuda")
+    return lambda: args.func(args)
 
-        def run() -> int:
-            return args.func(args)
+
+def _exit_interrupted() -> None:
+    """End the process with 130 after Ctrl-C was handled. Once the KeyboardInterrupt has been
+    caught, CPython's own shutdown may still end the process by SIGINT (a status of -2, not
+    130) — its "unhandled KeyboardInterrupt" flag can be left set by an evaluation the
+    interrupt passed through. So the exit handlers run and the streams are flushed here, and
+    the process ends with the status the one line promised."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_INTERRUPTED)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: its exit code; UsageError → one line, exit 2; Ctrl-C → one line,
+    exit 130 (called as the program, ``argv`` None: the process ends there); a closed stdout
+    pipe → exit 0."""
+    as_program = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(run())
+        return int(_command(argv)())
     except UsageError as e:
         print(error_line(str(e)), file=sys.stderr)
         return EXIT_USAGE
@@ -97,8 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:  # Ctrl-C: one line and the shell's code for SIGINT, no traceback
         print("lnbench: interrupted", file=sys.stderr)
+        if as_program:
+            _exit_interrupted()
         return EXIT_INTERRUPTED
-
 
 if __name__ == "__main__":
     sys.exit(main())
