@@ -210,6 +210,11 @@ def test_summary_line_explains_the_exit_code_and_counts_skip_reasons() -> None:
     line = run_summary(recs, 1)
     assert line.startswith("run: ok 0, noisy 1, fail 0, error 1, skipped 1 — exit 1: 1 error")
     assert "cupy is not installed ×1" in line
+    from lnbench.cli.common import counted
+
+    many = [f"reason {k}" for k in range(6) for _ in range(6 - k)]
+    assert counted(many) == ("reason 0 ×6; reason 1 ×5; reason 2 ×4; reason 3 ×3; "
+                             "2 other reason(s) ×3")
 
 
 def test_the_case_loop_makes_inputs_once_and_a_fault_costs_its_point() -> None:

@@ -188,10 +188,15 @@ def shorten(reason: str, width: int = 60) -> str:
         else text[: width - 1] + "…"
 
 
-def counted(reasons: Iterable[str], width: int = 80) -> str:
-    """Reasons counted, most frequent first: ``cupy is not installed ×120; ...``."""
+def counted(reasons: Iterable[str], width: int = 80, limit: int = 4) -> str:
+    """Reasons counted, most frequent first: ``cupy is not installed ×120; ...``; past
+    ``limit`` reasons, the rest as one count."""
     counts = Counter(" ".join(str(r).split()) or "no reason given" for r in reasons)
-    return "; ".join(f"{shorten(r, width)} ×{n}" for r, n in counts.most_common())
+    top = counts.most_common()
+    parts = [f"{shorten(r, width)} ×{n}" for r, n in top[:limit]]
+    if len(top) > limit:
+        parts.append(f"{len(top) - limit} other reason(s) ×{sum(n for _, n in top[limit:])}")
+    return "; ".join(parts)
 
 
 def summary_line(command: str, counts: dict[str, int], code: int, why: str,

@@ -1,6 +1,7 @@
 """Measure implementations over cases: the one code path behind ``lnbench run`` and asv.
 
-Per case, inputs are made once; per implementation: prepare outside timing, judge the result
+Per case, inputs are made once (lnbench.caseloop, the loop ``lnbench check`` walks too); per
+implementation: prepare outside timing, judge the result
 (rel_err of dx, dγ, dβ). Then the prepared backwards of the case are timed *interleaved*, round
 by round in a per-round shuffled order (lnbench.measure.timing.time_interleaved), so a slow spell
 of the machine lands on every contender alike and the ratios between them come from the same
