@@ -149,7 +149,7 @@ def assemble(col: Collector, errors: list[LoadError], noisy: NoisyPoints | None 
     fdf = pd.DataFrame(col.files)
     out: dict[str, Any] = {}
     # the longest temporaries first, while least is held; each buffer is let go once used
-    single = all(len(lay.lens) == lay.total for lay in lays)  # one row per entry
+    single = all(lay.single for lay in lays)  # one row per entry
     out["started_at"] = utc_from_ms(col.started.array(), None if single else
                                     np.concatenate([lay.lens for lay in lays]))
     col.started = Growing(np.float64, 0)

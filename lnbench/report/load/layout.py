@@ -48,8 +48,8 @@ def param_value(value_repr: str) -> str:
 class Layout:
     """The entries of one kind of result file, expanded (see the module docstring)."""
 
-    __slots__ = ("owner", "names", "params", "ids", "lens", "bench", "bench_of_row", "total",
-                 "versions", "vcodes")
+    __slots__ = ("owner", "names", "params", "ids", "lens", "lens_list", "single", "bench",
+                 "bench_of_row", "total", "versions", "vcodes")
 
     def __init__(self, owner: Combos, names: tuple[str, ...], params: tuple[Any, ...],
                  parts: list[np.ndarray]) -> None:
@@ -57,6 +57,9 @@ class Layout:
         self.names = names
         self.params = params
         self.lens = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+        self.lens_list = self.lens.tolist()
+        #: every entry has one combination (one row per entry)
+        self.single = bool((self.lens == 1).all())
         self.ids = (np.concatenate(parts).astype(np.int32) if parts
                     else np.zeros(0, dtype=np.int32))
         #: benchmark codes per entry and per row, given when a file of this layout is kept

@@ -144,9 +144,11 @@ def numeric(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return out, is_none, bad
 
 
-def _flat(column: tuple[Any, ...] | list[Any] | None, lens: list[int]) -> list[Any] | None:
+def _flat(column: tuple[Any, ...] | list[Any] | None, lens: list[int], single: bool
+          ) -> list[Any] | None:
     """Per-entry lists flattened (None when the column holds nothing); Irregular when an
-    entry is neither a list nor null, or has the wrong length."""
+    entry is neither a list nor null, or has the wrong length. ``single``: every entry has
+    one combination (then ``[c[0] for c in column]``, which is quicker than ``chain``)."""
     if column is None:
         return None
     n_none = column.count(None)
@@ -156,7 +158,7 @@ def _flat(column: tuple[Any, ...] | list[Any] | None, lens: list[int]) -> list[A
         column = [[None] * n if c is None else c for c, n in zip(column, lens, strict=True)]
     if set(map(type, column)) != {list} or list(map(len, column)) != lens:
         raise Irregular
-    flat = list(itertools.chain.from_iterable(column))
+    flat = [c[0] for c in column] if single else list(itertools.chain.from_iterable(column))
     return None if flat.count(None) == len(flat) else flat
 
 
@@ -180,12 +182,40 @@ def _columns(results: dict[str, Any], col_index: dict[str, int], combos: Combos
         lay = combos.layout(names, params or ())
     except ValueError:
         raise Irregular from None
-    lens = lay.lens.tolist()
-    out = {"result": _flat(column("result"), lens), "samples": _flat(column("samples"), lens),
-           "started_at": column("started_at"), "version": column("version")}
-    for key in STAT_KEYS:
-        out[key] = _flat(column("stats_" + key), lens)
+    lens, single = lay.lens_list, lay.single
+    out = {"result": _flat(column("result"), lens, single),
+           "samples": _flat(column("samples"), lens, single),
+           "started_at": column("started_at"), "version": column("version"),
+           "stats": _stat_block([column("stats_" + k) for k in STAT_KEYS], lens, single,
+                                lay.total)}
     return lay, out
+
+
+def _stat_block(columns: list[tuple[Any, ...] | None], lens: list[int], single: bool,
+                total: int) -> np.ndarray | None:
+    """The statistics columns of a regular file as one (len(STAT_KEYS), rows) array (None
+    when it stores none): where every entry stores all of them (asv's usual file), checked
+    and flattened in one pass over all six; else column by column."""
+    if any(c is None for c in columns):
+        if all(c is None for c in columns):
+            return None
+        return _stat_rows({k: _flat(c, lens, single)
+                           for k, c in zip(STAT_KEYS, columns, strict=True)}, total)
+    entries = list(itertools.chain.from_iterable(columns))  # type: ignore[arg-type]
+    types = set(map(type, entries))
+    if types != {list}:
+        if types <= {list, type(None)}:  # some entries store no statistics
+            return _stat_rows({k: _flat(c, lens, single)
+                               for k, c in zip(STAT_KEYS, columns, strict=True)}, total)
+        raise Irregular
+    if list(map(len, entries)) != lens * len(columns):
+        raise Irregular
+    flat = [e[0] for e in entries] if single else list(itertools.chain.from_iterable(entries))
+    try:
+        return np.array(flat, dtype=float).reshape(len(columns), total)
+    except (TypeError, ValueError, OverflowError):
+        return _stat_rows({k: flat[j * total:(j + 1) * total] for j, k in enumerate(STAT_KEYS)},
+                          total)
 
 
 def _as_list(value: Any, n: int) -> list[Any]:
@@ -239,6 +269,7 @@ def _by_entry(path: Path, results: dict[str, Any], col_index: dict[str, int], co
                            if k not in ("started_at", "version")}
     out["started_at"] = tuple(cols["started_at"])
     out["version"] = tuple(cols["version"])
+    out["stats"] = _stat_rows(out, lay.total)
     return lay, out
 
 
@@ -361,4 +392,4 @@ def read_result_file(path: Path, dir_machine: str, combos: Combos) -> FileRead:
         "rows": lay.total,
     }
     return FileRead(path, rec, errors, lay, lay.names, lay.params, values, status,
-                    _stat_rows(cols, lay.total), cols["samples"], started, versions)
+                    cols["stats"], cols["samples"], started, versions)
