@@ -159,8 +159,9 @@ def _gc_paused() -> Iterator[None]:
 
     Decoding makes thousands of lists per file that form no reference cycles, and each of
     them counts towards the collector's next run, which then traverses every young
-    container (the document being read included) again: about half of the CPU time of
-    loading a long history (django-size: 2.0 s with, 1.1 s without, on a 2-core x86_64 VM).
+    container (the document being read included) again: ``load_results`` of the django-size
+    tree of ``scripts/bench-report --perf-only`` takes 2.0 s of CPU time with the collector
+    running and 1.2 s with it paused (best of 3 in one process, 2-core x86_64 VM).
     Reference counting still frees each document as soon as it is read.
     """
     was = gc.isenabled()

@@ -8,8 +8,8 @@ are dropped. A large numpy array is its own memory mapping (glibc's ``malloc`` m
 above its mmap threshold), so the unused tail of a buffer is never touched and costs no
 memory, and a replaced buffer goes back to the system at once. Keeping one small array per
 file and joining them at the end instead leaves the process heap full of holes that the
-system never gets back: on a django-size history (4,700 files, 1.08 M values) about 80 MB
-of the peak.
+system never gets back, about 80 MB of peak RSS for the django-size tree of
+``scripts/bench-report --perf-only`` (4,700 files, 1.08 M values; 2-core x86_64 VM).
 
 What a file shares with others -- its :class:`~lnbench.report.load.layout.Layout` and the
 codes of its benchmark versions -- is kept by reference. Statistics and samples get a column
