@@ -80,13 +80,15 @@ class DetectConfig:
     z: float = 4.0
     min_history: int = 3
     abs_floor: float = 0.0
+    lookahead: int = 20
 
 
 #: Speed, memory and bandwidth metrics.
 SPEED = DetectConfig()
 #: Relative-error metrics: ≥ 2× and above 1e-6; results are deterministic, so one point is
 #: enough and no noise test is applied.
-ACCURACY = DetectConfig(persistence=1, span=1, min_ratio=2.0, z=0.0, min_history=1, abs_floor=1e-6)
+ACCURACY = DetectConfig(persistence=1, span=1, min_ratio=2.0, z=0.0, min_history=1,
+                        abs_floor=1e-6, lookahead=1)
 
 
 @dataclass(frozen=True)
@@ -148,28 +150,36 @@ def noise_sigma(b: np.ndarray, keep: float = 0.8) -> np.ndarray:
 def _evidence(
     b: np.ndarray, base: np.ndarray, count: np.ndarray, sig: np.ndarray, cfg: DetectConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Test every position against its baseline: (direction ±1/0, z).
+    """Test every position against its baseline: (direction ±1/0, the number ``k`` of new
+    points whose location flagged it).
 
     Position ``t`` is flagged up when the first ``persistence`` points from ``t`` are all at
-    least ``min_ratio`` past ``base`` and, for some ``k`` in ``persistence..span``, the location
-    of the first ``k`` points (their median; for ``k <= 2`` the point nearer the baseline) is
-    past ``min_ratio`` and ``z`` standard errors past ``base``.
+    least ``min_ratio`` past ``base`` and, for some ``k`` in ``persistence..span`` or
+    ``k = lookahead``, the location of the first ``k`` points (their median; for ``k <= 2``
+    the point nearer the baseline) is past ``min_ratio`` and ``z`` standard errors past
+    ``base``. The short runs catch a step soon after it; the long one (as many points as the
+    final test of :func:`_test_split` uses) catches every step that test would confirm, also
+    where a noise estimate above the truth hides it from the short ones.
     Incomplete windows (the series ends) compare as NaN and never flag.
     """
     n_series, n = b.shape
     span = max(cfg.span, cfg.persistence)
+    ks = list(range(cfg.persistence, span + 1))
+    if cfg.lookahead > span:
+        ks.append(cfg.lookahead)
+    width = ks[-1]
     thr = math.log(cfg.min_ratio)
     win = sliding_window_view(
-        np.concatenate([b, np.full((n_series, span - 1), np.nan)], axis=1), span, axis=1
+        np.concatenate([b, np.full((n_series, width - 1), np.nan)], axis=1), width, axis=1
     )[:, :n]
     direction = np.zeros((n_series, n), dtype=np.int8)
-    zbest = np.zeros((n_series, n))
+    run = np.zeros((n_series, n), dtype=np.int16)
     with np.errstate(invalid="ignore", divide="ignore"):
         first = win[:, :, : cfg.persistence]
         ok = count >= cfg.min_history
         up_p = ok & (first.min(axis=2) - base >= thr)
         down_p = ok & (base - first.max(axis=2) >= thr)
-        for k in range(cfg.persistence, span + 1):
+        for k in ks:
             # location of the k new points, robust to one outlier: the median for k >= 3;
             # for k <= 2 the nearer point to the baseline, tested like a single point
             pts = win[:, :, :k]
@@ -186,8 +196,8 @@ def _evidence(
             down = down_p & (-ex >= thr) & (-zk >= cfg.z)
             new = (direction == 0) & (up | down)
             direction[new] = np.where(up, 1, -1)[new]
-            zbest[new] = zk[new]
-    return direction, zbest
+            run[new] = k
+    return direction, run
 
 
 def _segment_baseline(bs: np.ndarray, seg: int, cfg: DetectConfig) -> tuple[np.ndarray, ...]:
@@ -202,38 +212,98 @@ def _segment_baseline(bs: np.ndarray, seg: int, cfg: DetectConfig) -> tuple[np.n
     return base, count
 
 
-def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig) -> int:
-    """Best split near ``t``: the least L1 error of a two-level fit (asv's Potts cost, local).
+#: a point farther than this many σ from the median of its 5 neighbours is an outlier
+CLIP = 3.0
 
-    The first flagged commit lags the step when noisy points sit at it; the split within
-    ``span`` commits that minimises Σ|b − median| on both sides is kept. The split never
-    leaves fewer than ``persistence`` points after it (never a change on the last point).
+
+def _inliers(bs: np.ndarray, sig: float) -> np.ndarray:
+    """Points that are not isolated outliers: within ``CLIP`` σ of the running median of 5
+    (the point and two on each side, mirrored at the ends).
+
+    The median of 5 stays at the level while at most two of them stray, so an excursion of
+    one or two points -- a noisy neighbour, a clock dip, the one half-way point of a step --
+    is screened out, while three or more points at a new level are a level, not outliers
+    (a segment needs ``MIN_LEVEL_POINTS`` = 3; running medians: Tukey, *Exploratory Data
+    Analysis*, 1977, ch. 7). With ``σ = 0`` (deterministic series) nothing is screened.
     """
-    reach = max(cfg.span, 2)
+    if sig <= 0 or len(bs) < 3:
+        return np.ones(len(bs), dtype=bool)
+    med = np.median(sliding_window_view(np.pad(bs, 2, mode="reflect"), 5), axis=1)
+    return np.abs(bs - med) <= CLIP * sig
+
+
+def _split_cost(bs: np.ndarray, keep: np.ndarray, lo: int, c: int, hi: int
+                ) -> tuple[float, float]:
+    """Cost of a two-level fit of ``bs[lo:hi]`` split at ``c``: ``(L1 error about each side's
+    median over the points :func:`_inliers` keeps, L1 error over all points)``, compared in
+    that order (:func:`_better`).
+
+    The L1 cost is asv's ``step_detect`` (Potts) cost. Isolated outliers are left out of it
+    because under any cost that grows with the residual an outlier just before a step pulls
+    the split onto itself: one above the new level costs ``|δ|`` less on the new side, which
+    outweighs the one inlier it moves to the wrong side. Splits that differ only in screened
+    points are then ranked with all points, which puts a half-way point on the side of the
+    level it is nearer to.
+    """
+    cost = l1 = 0.0
+    for a, b in ((lo, c), (c, hi)):
+        side, k = bs[a:b], keep[a:b]
+        if not len(side):
+            continue
+        l1 += float(np.abs(side - np.median(side)).sum())
+        if k.any():
+            inl = side[k]
+            cost += float(np.abs(inl - np.median(inl)).sum())
+    return cost, l1
+
+
+def _better(cost: tuple[float, float], best: tuple[float, float], prefer: bool) -> bool:
+    """``cost`` beats ``best`` (lexicographic, with rounding slack); ties go to ``prefer``."""
+    if cost[0] < best[0] - 1e-12:
+        return True
+    if cost[0] > best[0] + 1e-12:
+        return False
+    return cost[1] < best[1] - 1e-12 or (prefer and cost[1] <= best[1] + 1e-12)
+
+
+def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig, keep: np.ndarray,
+            run: int = 0) -> int:
+    """Best split near a flagged commit ``t``: the least cost (:func:`_split_cost`) of a
+    two-level fit over a fixed window, for splits from ``span`` commits before ``t`` to
+    ``max(span, run)`` after it, ``run`` being the number of new points whose location
+    flagged ``t``.
+
+    The first flagged commit lags the step when noisy points sit at it, and leads it when
+    the flag came from the median of the next ``lookahead`` points (the step lies somewhere
+    among them); a flag from a short run is not moved that far, where a stronger step
+    nearby would capture it. The split never leaves fewer than ``persistence`` points after
+    it (never a change on the last point).
+    """
+    back = max(cfg.span, 2)
+    ahead = max(cfg.span, run, 2)
     lo = max(seg, t - cfg.window)
-    hi = min(len(bs), t + reach + cfg.span)
-    last = min(t + reach, hi - 1, len(bs) - max(cfg.persistence, 1))
-    best, best_cost = t, math.inf
-    for c in range(max(lo + cfg.min_history, t - reach), last + 1):
-        left, right = bs[lo:c], bs[c:hi]
-        cost = np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum()
-        if cost < best_cost - 1e-12 or (c == t and cost <= best_cost + 1e-12):
+    hi = min(len(bs), t + ahead + cfg.span)
+    last = min(t + ahead, hi - 1, len(bs) - max(cfg.persistence, 1))
+    best, best_cost = t, (math.inf, math.inf)
+    for c in range(max(lo + cfg.min_history, t - back), last + 1):
+        cost = _split_cost(bs, keep, lo, c, hi)
+        if _better(cost, best_cost, c == t):
             best, best_cost = c, cost
     return best
 
 
-def _best_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, cfg: DetectConfig) -> int:
+def _best_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, cfg: DetectConfig,
+                keep: np.ndarray) -> int:
     """The split within ``span`` of ``t`` (strictly inside its neighbours' segments) with the
-    least L1 error of a two-level fit over a fixed window around it."""
+    least cost (:func:`_split_cost`) of a two-level fit over a fixed window around it."""
     lo = max(lo_seg, t - cfg.window - cfg.span)
     hi = min(hi_seg, t + cfg.window + cfg.span)
-    best, best_cost = t, math.inf
+    best, best_cost = t, (math.inf, math.inf)
     for c in range(max(lo_seg + 1, t - cfg.span), min(hi_seg - 1, t + cfg.span) + 1):
-        left, right = bs[lo:c], bs[c:hi]
-        if not len(left) or not len(right):
+        if c <= lo or c >= hi:
             continue
-        cost = np.abs(left - np.median(left)).sum() + np.abs(right - np.median(right)).sum()
-        if cost < best_cost - 1e-12 or (c == t and cost <= best_cost + 1e-12):
+        cost = _split_cost(bs, keep, lo, c, hi)
+        if _better(cost, best_cost, c == t):
             best, best_cost = c, cost
     return best
 
@@ -297,10 +367,11 @@ def _final_steps(bs: np.ndarray, ts: list[int], sig: float, cfg: DetectConfig) -
     lnbench's thresholds.
     """
     ts = sorted(set(ts))
+    keep = _inliers(bs, sig)
     while ts:
         for i in range(len(ts)):  # each split re-fitted between its current neighbours
             ts[i] = _best_split(bs, ts[i - 1] if i else 0, ts[i],
-                                ts[i + 1] if i + 1 < len(ts) else len(bs), cfg)
+                                ts[i + 1] if i + 1 < len(ts) else len(bs), cfg, keep)
         bounds = [0, *ts, len(bs)]
         tested = [_test_split(bs, bounds[i], t, bounds[i + 2], sig, cfg)
                   for i, t in enumerate(ts)]
@@ -342,12 +413,12 @@ def detect_matrix(
     sig = noise_sigma(b)
     base = np.empty_like(b)
     direction = np.zeros(b.shape, dtype=np.int8)
-    z = np.zeros(b.shape)
+    run = np.zeros(b.shape, dtype=np.int16)
     count = np.minimum(np.arange(n), cfg.window)
     for lo in range(0, n_series, BLOCK_ROWS):  # blocks of rows bound the window copies
         part = slice(lo, lo + BLOCK_ROWS)
         base[part], count = _window_median(b[part], cfg.window)
-        direction[part], z[part] = _evidence(b[part], base[part],
+        direction[part], run[part] = _evidence(b[part], base[part],
                                              np.broadcast_to(count, b[part].shape), sig[part],
                                              cfg)
     samples = samples or {}
@@ -359,7 +430,7 @@ def detect_matrix(
         bs = b[s, : lengths[s]]
         cps: list[int] = []
         if s in flagged:
-            cps = _change_points(bs, direction[s], z[s], base[s], count, sig[s], cfg)
+            cps = _change_points(bs, direction[s], run[s], float(sig[s]), cfg)
         steps = _final_steps(bs, cps, float(sig[s]), cfg)
         extra = None
         if s in samples and len(bs) > cfg.min_history:
@@ -368,35 +439,38 @@ def detect_matrix(
     return changes
 
 
-def _change_points(bs: np.ndarray, dir_s: np.ndarray, z_s: np.ndarray, base_s: np.ndarray,
-                   count: np.ndarray, sig_s: float, cfg: DetectConfig) -> list[int]:
+def _change_points(bs: np.ndarray, dir_s: np.ndarray, run_s: np.ndarray, sig_s: float,
+                   cfg: DetectConfig) -> list[int]:
     """Candidate change points of one series: flagged commits in order, each moved to its
-    best split, later baselines restarted at it (steps 4-5 of the method)."""
+    best split (within the run of new points that flagged it), later baselines restarted at
+    it (steps 4-5 of the method)."""
     todo = np.nonzero(dir_s)[0].tolist()  # sorted: already a heap
     queued = set(todo)
-    local: dict[int, int] = {}
+    local: dict[int, tuple[int, int]] = {}
     seg = -1
     cps: list[int] = []
     sig_row = np.array([sig_s])
+    keep = _inliers(bs, sig_s)
     while todo:
         t = heapq.heappop(todo)
         if t < seg + cfg.min_history:
             continue
-        d = local[t] if t in local else int(dir_s[t])
+        d, k = local[t] if t in local else (int(dir_s[t]), int(run_s[t]))
         if not d:
             continue
-        t = _refine(bs, t, max(seg, 0), cfg)
+        t = _refine(bs, t, max(seg, 0), cfg, keep, k)
         if cps and t <= cps[-1]:
             continue
         cps.append(t)
         seg = t
         # re-test the commits whose window crosses the new segment start
         sb, sc = _segment_baseline(bs, seg, cfg)
-        part = slice(seg, min(len(bs), seg + cfg.window + max(cfg.span, cfg.persistence)))
-        sd, _ = _evidence(bs[None, part], sb[None, part], sc[None, part], sig_row, cfg)
-        local = {u: int(sd[0, u - seg]) for u in range(seg + cfg.min_history,
-                                                        min(seg + cfg.window, len(bs)))}
-        for u, du in local.items():
+        part = slice(seg, min(len(bs), seg + cfg.window + max(cfg.span, cfg.persistence,
+                                                               cfg.lookahead)))
+        sd, sk = _evidence(bs[None, part], sb[None, part], sc[None, part], sig_row, cfg)
+        local = {u: (int(sd[0, u - seg]), int(sk[0, u - seg]))
+                 for u in range(seg + cfg.min_history, min(seg + cfg.window, len(bs)))}
+        for u, (du, _) in local.items():
             if du and u not in queued:
                 queued.add(u)
                 heapq.heappush(todo, u)
