@@ -173,8 +173,15 @@ def test_raising_plugin_is_error_rows_exit_1_others_ok(capsys, write_plugin):
 
 
 def test_plugin_judged_exactly_like_builtin(capsys, write_plugin):
-    path = write_plugin(plugin_src('lnbench.register("cli.kevin", kevin)'))
-    code, doc, _ = check_json(capsys, "--plugin", path, "--impl", "cli.kevin",
+    """A plugin declaring the built-in's numerics (docs/plugins.md) is judged exactly like it;
+    an undeclared one (the judge's room for any style) reaches the same verdicts."""
+    from lnbench.registry import get
+
+    n = get("numpy.kevin").numerics
+    path = write_plugin(plugin_src(
+        f'lnbench.register("cli.kevin", kevin, stats="{n.stats}", formula="{n.formula}", '
+        f'acc="{n.acc}")\n    lnbench.register("cli.undeclared", kevin)'))
+    code, doc, _ = check_json(capsys, "--plugin", path, "--impl", "cli.*",
                               "--impl", "numpy.kevin", "--shape", "64x1023", "--dist", "offset")
     assert code == 0
     rows = doc["results"]
@@ -183,6 +190,8 @@ def test_plugin_judged_exactly_like_builtin(capsys, write_plugin):
         by.setdefault(r["impl"], []).append((r["case"], r["grad"], r["tol"], r["status"]))
     assert by["cli.kevin"] == by["numpy.kevin"]  # same cases, grads, tolerances, verdicts
     assert {r["dtype"] for r in rows} == {"float64", "float32", "float16", "bfloat16"}
+    assert [(c, g, st) for c, g, _, st in by["cli.undeclared"]] == \
+        [(c, g, st) for c, g, _, st in by["numpy.kevin"]]
 
 
 def test_check_json_is_strict_json_with_nonfinite_results(capsys, write_plugin):
