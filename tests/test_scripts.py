@@ -6,6 +6,8 @@ driven with an unreachable index or a local folder of generated wheels). A few s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -29,10 +31,19 @@ def script(name: str, *args: str, env: dict[str, str] | None = None,
                           env=env)
 
 
-def report(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``lnbench report NAME ARGS`` in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "lnbench", "report", name, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+def report(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``lnbench report NAME ARGS`` in this process (as ``lnbench.cli.main``; argparse's
+    exit included): its exit code, stdout and stderr."""
+    from lnbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["report", name, *args])
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code if isinstance(e.code, int) else 2
+    return subprocess.CompletedProcess(["lnbench", "report", name, *args], code,
+                                       out.getvalue(), err.getvalue())
 
 
 def one_line(proc: subprocess.CompletedProcess[str], *names: str, code: int = 2) -> str:
