@@ -45,8 +45,8 @@ Method, on each series (a row of values in commit order, missing commits skipped
    histories (django, photutils).
 
 Where a change can be located: even with both levels known, the least-squares split of a
-step of δ = 1.67 σ (5 % at 3 % noise) lies more than 2 commits off in 11 % of histories, of
-δ = 3.3 σ (10 %) in 0.2 % (``lnbench.report.evaluate.location_error``); a step found that far
+step of δ = 1.6 σ (5 % at 3 % noise) lies more than 2 commits off in 12 % of histories, of
+δ = 3.2 σ (10 %) in 0.3 % (``lnbench.report.evaluate.location_error``); a step found that far
 off counts as a false alarm in the evaluation.
 
 A change is "open" (``_describe``) while no later segment came back to within ``min_ratio``
