@@ -192,7 +192,7 @@ def _instances(plans: list[cupy_fused.Plan]) -> str:
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 def test_cuda_source_compiles_for_sm90_without_spills(tmp_path: Path) -> None:
-    # the sweep's launch variants of the anchor grid too (scripts/gpu-check --sweep)
+    # the sweep's launch variants of the anchor grid too (lnbench gpu-check --sweep)
     anchor = [v for M, N in ANCHOR_SHAPES for dt in ("float32", "float16", "bfloat16")
               for v in cupy_fused.variants(M, N, dt, 132)]
     plans = [cupy_fused.plan(M, N, dt, 132) for M, N in [*FULL_SHAPES, *ANCHOR_SHAPES, (9, 20000)]
@@ -436,7 +436,7 @@ EMU_CASES = [(2, 4), (37, 768), (64, 1023), (9, 4096), (3, 20000), (300, 24)]
 EMU_SMS = 3  # a few blocks, so the cross-block reduction has work
 
 
-# launch variants of the GPU sweep (scripts/gpu-check --sweep): other tpr, block sizes (1024:
+# launch variants of the GPU sweep (lnbench gpu-check --sweep): other tpr, block sizes (1024:
 # the re-read path), blocks per SM; the heuristic's plan of each is already among the cases
 VARIANT_CASES = [(37, 768, "float32"), (300, 24, "bfloat16"), (64, 1023, "float16"),
                  (9, 4096, "float32")]

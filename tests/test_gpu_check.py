@@ -636,3 +636,76 @@ for name in ("fake.ok2", "fake.ok3"):
     last_timing = max(i for i, r in enumerate(rows) if r.get("type") == "timing")
     assert all(i > last_timing for i, r in enumerate(rows) if r.get("type") == "point")
     assert all(p["reps"] == gc.ROUNDS for p in rep["points"])  # one timed call per round
+
+
+# --------------------------------------------------------------------------- one judge, one command
+
+
+@pytest.mark.parametrize("name", ["numpy.kevin", "numpy.caffe2", "torch.native"])
+@pytest.mark.parametrize("case", [(64, 1023, "float32", "offset"), (256, 768, "bfloat16", "normal"),
+                                  (32, 4096, "float16", "correlated")])
+def test_device_verdicts_are_the_judges(monkeypatch, name: str, case: tuple) -> None:
+    """The GPU path's verdicts (float64 reference and the declared style's element bounds on
+    the device, lnbench.judge.judge_array) are judge_grad's, run here on torch's CPU: the same
+    status and err_ratio for real implementations and for planted errors in each gradient."""
+    import numpy as np
+
+    import lnbench.arrays as A
+    from lnbench.gpu import judging
+    from lnbench.grid import Case, make_data
+    from lnbench.judge import grads_for, judge_grad
+    from lnbench.registry import as_triple, get
+
+    to = A.to_array
+    monkeypatch.setattr(A, "to_array", lambda a, array, device="cpu": to(a, array, "cpu"))
+    impl = get(name)
+    data = make_data(Case(*case))
+    outs = [A.to_numpy(o) for o in as_triple(impl.make(data)())]
+    ref = judging.device_reference(data, impl.affine, "cpu")
+    grads = grads_for(impl)  # no-affine implementations: dx only
+    planted = {"ok": outs}
+    for k, g in enumerate(grads):  # 1 % off in one element of each gradient
+        bad = [None if o is None else np.array(o, copy=True) for o in outs]
+        flat = bad[k].reshape(-1)
+        flat[flat.size // 2] = flat[flat.size // 2] * 1.01 + 0.01 * float(np.abs(flat).max())
+        planted[g] = bad
+    for label, got in planted.items():
+        dev = judging.judge(got, ref, data, grads, impl.numerics)
+        assert set(dev) == set(grads)
+        for k, g in enumerate(grads):
+            status, reason, nums = judge_grad(got[k], data.reference(impl.affine)[k], g, data,
+                                              impl.affine, impl.numerics)
+            assert dev[g]["status"] == status, (label, g, dev[g]["reason"], reason)
+            assert dev[g]["err_ratio"] == pytest.approx(nums["err_ratio"], rel=1e-3), (label, g)
+            assert dev[g]["tol"] == pytest.approx(nums["tol"], rel=1e-6), (label, g)
+        if label != "ok":
+            assert dev[label]["status"] == "fail", label
+
+
+def test_preflight_needs_only_the_standard_library() -> None:
+    """scripts/gpu-check loads lnbench/gpu/preflight.py before lnbench can import."""
+    code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('p', "
+            f"{str(ROOT / 'lnbench' / 'gpu' / 'preflight.py')!r}); m = importlib.util."
+            "module_from_spec(s); s.loader.exec_module(m); m.parser().parse_args(['x']);"
+            " print(sorted(n for n in sys.modules if n.split('.')[0] in"
+            " ('numpy', 'lnbench', 'ml_dtypes', 'torch', 'pandas')))")
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                       cwd="/", timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_lnbench_gpu_check_is_the_command(tmp_path: Path) -> None:
+    env = {**os.environ, **_no_gpu_env(tmp_path)}
+    env.pop("OUT", None)
+    cmd = [sys.executable, "-m", "lnbench", "gpu-check"]
+    r = subprocess.run([*cmd, str(tmp_path / "out"), "--no-install"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=300)
+    assert r.returncode == 0 and "SKIP: no NVIDIA GPU here" in r.stdout, r.stdout + r.stderr
+    rep = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert rep["status"] == "skipped" and "no NVIDIA GPU" in rep["reason"]
+    r = subprocess.run([*cmd, str(tmp_path / "out2"), "--budget-s", "nan"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=300)
+    _one_line_exit_2(r, "--budget-s", "finite")
+    r = subprocess.run([*cmd, "--help"], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("usage: lnbench gpu-check")

@@ -20,7 +20,7 @@ the extended-precision one is below 1e-3 of ``tol`` on every case the tests try
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lnbench.judge import GRADS
@@ -30,13 +30,46 @@ from lnbench.judge import GRADS
 
 @dataclass
 class Reference:
-    """The exact gradients, their element bounds and scales (max|ref| or the terms' scale)."""
+    """A case's exact gradients (one affine setting) and what the judge needs besides the
+    element bounds: the inputs on the device (for the bounds of each declared style) and the
+    term scales rel_err divides by where a reference is exactly zero."""
 
-    arrays: tuple[Any, Any, Any]
-    bounds: tuple[Any, Any, Any] | None  # None: judged by lnbench.judge.judge_grad on the CPU
-    scales: tuple[float, float, float]
-    tols: dict[str, float]
+    data: Any
     affine: bool
+    arrays: tuple[Any, Any, Any]
+    inputs: tuple[Any, Any, Any] | None  # x, dy, γ as float64 on the device; None: CPU judge
+    terms: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    _bounds: dict[Any, tuple[Any, Any, Any]] = field(default_factory=dict)
+
+    def bounds(self, numerics: Any = None) -> tuple[Any, Any, Any]:
+        """The judge's element bounds for the declared style ``numerics``, computed on the
+        device by :func:`lnbench.judge.error_bounds` (the last style's kept: they are as
+        large as dx)."""
+        from lnbench.judge import error_bounds
+
+        if numerics not in self._bounds:
+            import array_api_compat.torch as xp
+
+            self._bounds.clear()
+            self._bounds[numerics] = error_bounds(xp, *self.inputs, self.data.eps,  # type: ignore[misc]
+                                                  self.data.case.dtype, numerics)
+        return self._bounds[numerics]
+
+    def zero_scale(self, k: int) -> float:
+        """What rel_err divides by where the reference is exactly zero (as lnbench.judge:
+        the terms' scale; dγ of zero-variance rows takes dβ's)."""
+        return self.terms[k] or (self.terms[2] if k == 1 else 0.0)
+
+    @property
+    def tols(self) -> dict[str, float]:
+        """tol of each gradient for an undeclared style, as ``lnbench.judge.tolerance`` gives
+        it (a point's row carries its own style's tol, from ``judge_array``)."""
+        from lnbench.judge import device_tolerances, tolerance
+
+        if self.inputs is None:
+            return {g: tolerance(self.data, g, self.affine) for g in GRADS}
+        return device_tolerances(self.data, self.affine, self.arrays, self.terms,
+                                 str(self.arrays[0].device))
 
 
 def uses_exact_reference(exact_ref: bool, case: Any) -> bool:
@@ -46,21 +79,15 @@ def uses_exact_reference(exact_ref: bool, case: Any) -> bool:
 
 def device_reference(data: Any, affine: bool, device: str = "cuda") -> Reference:
     """dx, dγ, dβ in float64 on ``device`` (torch) from the case's rounded inputs, two-pass
-    statistics, with the judge's element bounds computed there (module docstring)."""
+    statistics (module docstring); the bounds follow per declared style."""
     import array_api_compat.torch as xp
 
     from lnbench.arrays import to_array
-    from lnbench.judge import error_bounds
 
     x, dy, g = (to_array(a, "torch", device).double()
                 for a in (data.x, data.dy, data.gamma_for(affine)))
     arrays, terms = backward64(xp, x, dy, g, data.eps)
-    bounds = error_bounds(xp, x, dy, g, data.eps, data.case.dtype)
-    del x, dy, g
-    scales = tuple(_scale(xp, arrays[k], terms, k) for k in range(3))
-    tols = {name: _bmax(xp, bounds[k]) / scales[k] if scales[k] > 0 else _bmax(xp, bounds[k])
-            for k, name in enumerate(GRADS)}
-    return Reference(arrays, bounds, scales, tols, affine)  # type: ignore[arg-type]
+    return Reference(data, affine, arrays, (x, dy, g), terms)
 
 
 def backward64(xp: Any, x: Any, dy: Any, g: Any, eps: float,
@@ -83,23 +110,9 @@ def backward64(xp: Any, x: Any, dy: Any, g: Any, eps: float,
     return (dx, xp.sum(dy * xh, axis=0), xp.sum(dy, axis=0)), terms
 
 
-def _bmax(xp: Any, a: Any) -> float:
-    return float(xp.max(a)) if a.size else 0.0
-
-
-def _scale(xp: Any, ref: Any, terms: tuple[float, float, float], k: int) -> float:
-    """max|ref|, or where the reference is exactly zero the scale of the terms it sums (as
-    ``lnbench.judge``: dγ of zero-variance rows takes dβ's)."""
-    s = _bmax(xp, xp.abs(ref))
-    return s if s > 0 else (terms[k] or (terms[2] if k == 1 else 0.0))
-
-
 def exact_reference(data: Any, affine: bool) -> Reference:
     """--exact-ref: lnbench's extended-precision CPU reference; judged by ``judge_grad``."""
-    from lnbench.judge import tolerance
-
-    tols = {g: tolerance(data, g, affine) for g in GRADS}
-    return Reference(data.reference(affine), None, (0.0, 0.0, 0.0), tols, affine)
+    return Reference(data, affine, data.reference(affine), None)
 
 
 def reference_for(data: Any, affine: bool, exact_ref: bool) -> Reference:
@@ -127,74 +140,29 @@ def as_torch(a: Any) -> Any:
     return to_array(np.asarray(a), "torch", "cuda")
 
 
-def judge(outs: Any, ref: Reference, data: Any, grads: tuple[str, ...]) -> dict[str, dict]:
-    """Per gradient in ``grads``: {status, reason, rel_err, max_abs_err, tol, err_ratio}."""
+def judge(outs: Any, ref: Reference, data: Any, grads: tuple[str, ...],
+          numerics: Any = None) -> dict[str, dict]:
+    """Per gradient in ``grads``: {status, reason, rel_err, max_abs_err, tol, err_ratio} from
+    the one judge: :func:`lnbench.judge.judge_array` on the device with the element bounds of
+    the declared style ``numerics``, or :func:`lnbench.judge.judge_grad` for the CPU reference.
+    """
+    from lnbench.judge import judge_array, judge_grad
+
     out = {}
     for k, g in enumerate(GRADS):
         if g not in grads:
             continue
-        if ref.bounds is None:
-            from lnbench.judge import judge_grad
-
-            status, reason, nums = judge_grad(outs[k], ref.arrays[k], g, data, ref.affine)
+        if ref.inputs is None:
+            status, reason, nums = judge_grad(outs[k], ref.arrays[k], g, data, ref.affine,
+                                              numerics)
         else:
-            status, reason, nums = judge_on_device(outs[k], ref, k, data)
+            import array_api_compat.torch as xp
+
+            bound = xp.reshape(ref.bounds(numerics)[k], tuple(ref.arrays[k].shape))
+            status, reason, nums = judge_array(xp, as_torch(outs[k]), ref.arrays[k], bound, g,
+                                               data.case, zero_scale=ref.zero_scale(k))
         out[g] = dict(nums) | {"status": status, "reason": reason}
     return out
-
-
-def judge_on_device(got: Any, ref: Reference, k: int, data: Any) -> tuple[str, str, dict]:
-    """``lnbench.judge.judge_grad``'s checks, numbers and reasons for gradient ``k``, computed on
-    the device against the reference's element bounds (the got array stays where it is)."""
-    import array_api_compat.torch as xp
-
-    from lnbench.dtypes import dtype_name
-
-    grad, case = GRADS[k], data.case
-    want, bound = ref.arrays[k], ref.bounds[k]  # type: ignore[index]
-    nums: dict[str, float | None] = {"max_abs_err": None, "rel_err": None,
-                                     "tol": ref.tols[grad], "err_ratio": None}
-    if got is None:
-        return "fail", f"{grad} is None (an affine implementation must return it)", nums
-    t = as_torch(got)
-    shapes = [(case.M, case.N)] if grad == "dx" else [(case.N,), (1, case.N)]
-    if tuple(t.shape) not in shapes:
-        exp = " or ".join(map(str, shapes))
-        return "fail", f"{grad} shape {tuple(t.shape)}, expected {exp}", nums
-    a = xp.reshape(t, want.shape).double()
-    diff = xp.abs(a - want)
-    finite = xp.isfinite(a)
-    n_bad = int(xp.sum(~finite)) if a.numel() else 0
-    max_abs = float(xp.max(xp.where(finite, diff, 0.0))) if a.numel() else 0.0
-    if n_bad:
-        max_abs = float("inf")
-    rel = max_abs / ref.scales[k] if ref.scales[k] > 0 else max_abs
-    ratio_all = xp.where(finite, diff / bound, -1.0)
-    ratio = float("inf") if n_bad else (float(xp.max(ratio_all)) if a.numel() else 0.0)
-    nums.update(max_abs_err=max_abs, rel_err=rel, err_ratio=ratio)
-    if dtype_name(t.dtype) != case.dtype:
-        return "fail", f"{grad} dtype {dtype_name(t.dtype)}, expected {case.dtype}", nums
-    if n_bad:
-        n_nan = int(xp.sum(xp.isnan(a)))
-        return "fail", f"{grad} has non-finite values ({n_nan} NaN, {n_bad - n_nan} inf)", nums
-    if ratio > 1.0:
-        if ref.scales[k] > 0 and not bool(xp.any(a != 0)):
-            return "fail", f"{grad} is all zeros (reference scale {ref.scales[k]:.3g})", nums
-        flat = int(xp.argmax(xp.reshape(ratio_all, (-1,))))
-        idx = [int(i) for i in _unravel(flat, tuple(want.shape))]
-        where = f"[{', '.join(map(str, idx))}]"
-        d, b = float(xp.reshape(diff, (-1,))[flat]), float(xp.reshape(bound, (-1,))[flat])
-        return "fail", (f"{grad} error {d:.3g} at {where} is {ratio:.3g}x its bound {b:.3g} "
-                        f"(rel_err {rel:.3g})"), nums
-    return "ok", "", nums
-
-
-def _unravel(flat: int, shape: tuple[int, ...]) -> list[int]:
-    out = []
-    for n in reversed(shape):
-        out.append(flat % n)
-        flat //= n
-    return out[::-1]
 
 
 def bits(a: Any) -> Any:

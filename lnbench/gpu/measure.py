@@ -39,7 +39,7 @@ def prepare(impl: Any, data: Any, ref: judging.Reference) -> tuple[Callable[[], 
 
     thunk = impl.make(data)
     outs = thunk()
-    errs = judging.judge(outs, ref, data, grads_for(impl))
+    errs = judging.judge(outs, ref, data, grads_for(impl), impl.numerics)
     first = [judging.bits(o) for o in outs]
     det = {"dx": True, "dgamma": True, "dbeta": True}
     for _ in range(2):
@@ -81,12 +81,13 @@ def timed_fields(case: Any, samples: list[float], copy_gbps: float | None) -> di
 
 
 def sweep_variant(build: Callable[[], Callable[[], Any]], data: Any, ref: judging.Reference,
-                  copy_gbps: float | None, deadline: float) -> dict[str, Any]:
+                  copy_gbps: float | None, deadline: float, numerics: Any = None,
+                  ) -> dict[str, Any]:
     """One launch variant of the sweep: built, judged on every gradient, timed on the CUDA clock
     as :func:`time_case` times a point (raises what the variant raises)."""
     thunk = build()
     outs = thunk()
-    errs = judging.judge(outs, ref, data, judging.GRADS)
+    errs = judging.judge(outs, ref, data, judging.GRADS, numerics)
     del outs
     (timing,) = time_case(data.case, [thunk], deadline)
     if timing.error is not None:

@@ -45,32 +45,25 @@ def append(path: Path, *recs: dict[str, Any]) -> None:
             f.write(json.dumps(rec) + "\n")
 
 
-def case_fields(case_name: str) -> dict[str, Any]:
-    """The result key's fields and the bytes model of a case named ``MxN-dtype-dist``."""
-    from lnbench.grid import Case, parse_shape
-
-    shape, dtype, dist = case_name.split("-", 2)
-    M, N = parse_shape(shape)
-    c = Case(M, N, dtype, dist)
-    return {"case": c.name, "M": M, "N": N, "dtype": dtype, "dist": dist, "bytes": c.nbytes_min}
-
-
 def point(impl: Any, case: Any, status: str, reason: str) -> dict[str, Any]:
-    """A ``point`` row of ``impl`` on ``case`` (a Case) with its status and reason."""
-    return {"type": "point", "impl": impl.name, "kind": impl.kind, "device": impl.device,
-            **case_fields(case.name), "status": status, "reason": reason}
+    """A ``point`` row of ``impl`` on ``case`` (a Case): the one result key
+    (``lnbench.caseloop.Key``), kind, bytes (``Case.nbytes_min``), status and reason."""
+    from lnbench.caseloop import Key
+
+    return {"type": "point", **Key.of(impl, case).as_dict(), "kind": impl.kind,
+            "bytes": case.nbytes_min, "status": status, "reason": reason}
 
 
-def kind_of(name: str) -> str:
-    try:
-        from lnbench.registry import get
-
-        return get(name).kind
-    except Exception:  # noqa: BLE001 - only a label for the report
-        return "?"
+def start(impl: Any, case: Any) -> dict[str, Any]:
+    """The ``start`` row of a point being prepared: its key and kind, as its ``point`` will
+    have them (so the parent can write the point of a worker that died in it)."""
+    rec = point(impl, case, "", "")
+    return rec | {"type": "start"}
 
 
-def lost_point(impl: str, case: str, reason: str) -> dict[str, Any]:
-    """The ``point`` row of a point whose worker died in it."""
-    return {"type": "point", "impl": impl, "kind": kind_of(impl), "device": "cuda",
-            **case_fields(case), "status": "error", "reason": reason}
+def lost_point(all_rows: list[dict[str, Any]], impl: str, case: str,
+               reason: str) -> dict[str, Any]:
+    """The ``point`` row of a point whose worker died in it, from its ``start`` row."""
+    begun = next((r for r in reversed(all_rows) if r.get("type") == "start"
+                  and (r["impl"], r["case"]) == (impl, case)), {"impl": impl, "case": case})
+    return begun | {"type": "point", "status": "error", "reason": reason}

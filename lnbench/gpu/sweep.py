@@ -89,7 +89,8 @@ def sweep_variant(w: Any, impl: Any, data: Any, ref: judging.Reference, label: s
     rec = {"type": "sweep", "impl": impl.name, "case": case.name, "dtype": case.dtype,
            "label": label, "params": params}
     try:
-        rec.update(measure.sweep_variant(build, data, ref, w.copy_gbps, w.deadline))
+        rec.update(measure.sweep_variant(build, data, ref, w.copy_gbps, w.deadline,
+                                             impl.numerics))
     except Exception as e:  # noqa: BLE001 - a variant's failure is its result
         rec.update(status="error", reason=error_reason(e))
         if rows.is_sticky(rec["reason"]):

@@ -184,7 +184,7 @@ class Worker:
             if why := self.skip_reason(impl, case):
                 self.emit(rows.point(impl, case, "skipped", why))
                 continue
-            self.emit({"type": "start", "impl": impl.name, "case": case.name})
+            self.emit(rows.start(impl, case))
             t0 = time.time()
             try:
                 if impl.affine not in refs:

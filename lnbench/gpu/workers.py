@@ -52,7 +52,7 @@ def lost_points(jl: Path, rc: int | None, in_point: bool = True) -> list[str]:
     ended = {(r["impl"], r["case"]) for r in all_rows if r.get("type") == "point"}
     lost = [r for r in started[-1:] if (r["impl"], r["case"]) not in ended]
     for r in lost:
-        rows.append(jl, rows.lost_point(r["impl"], r["case"],
+        rows.append(jl, rows.lost_point(all_rows, r["impl"], r["case"],
                                         f"worker died (exit {rc}) during this point"))
     s_ended = {(r["impl"], r["case"]) for r in all_rows if r.get("type") == "sweep_end"}
     s_lost = [r for r in all_rows if r.get("type") == "sweep_start"
