@@ -202,7 +202,6 @@ if os.environ.get("LNBENCH_CPU_STANDS_IN_FOR_GPU") == "1":
             out.append(time.perf_counter() - t)
         return out
     mc.time_cuda = time_cuda
-    mc.estimate_reps = lambda thunk, **k: 3
     mc.cuda_workspace_bytes = lambda thunk: 0
     mc.copy_bandwidth_cuda = lambda *a, **k: 10.0
     mc.device_info = lambda: {"name": "CPU standing in for a GPU", "sms": 2}

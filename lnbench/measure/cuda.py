@@ -4,6 +4,9 @@ Timing follows ``triton.testing.do_bench``: warm-up calls, then per call: zero a
 (flushes the L2 cache, 50 MB on an H100), record a start event, run the thunk, record an end
 event; every event pair is read after one final synchronize, so the host never stalls the queue
 between calls. The caller takes the median (``do_bench`` defaults to the *mean*, docs/peers.md).
+:func:`time_cuda` is the CUDA clock of lnbench's one interleaved measurement
+(``lnbench.measure.timing.time_interleaved``), which ``lnbench run`` and ``lnbench gpu-check``
+time with.
 Events go on torch's current stream; CuPy launches on its current stream — both are the legacy
 default stream unless a caller changed them, so the events bracket CuPy kernels too.
 
@@ -72,13 +75,6 @@ def time_cuda(thunk: Callable[[], Any], *, warmup: int = 3, rep: int = 20,
         ends[i].record()
     torch.cuda.synchronize()
     return [s.elapsed_time(e) * 1e-3 for s, e in zip(starts, ends, strict=True)]
-
-
-def estimate_reps(thunk: Callable[[], Any], *, budget_s: float = 0.1, lo: int = 5,
-                  hi: int = 100) -> int:
-    """How many timed calls fit ``budget_s`` (like do_bench's rep in ms), from 3 quick calls."""
-    t = statistics.median(time_cuda(thunk, warmup=1, rep=3))
-    return max(lo, min(hi, int(budget_s / max(t, 1e-7))))
 
 
 def _round(n: int) -> int:
