@@ -609,3 +609,64 @@ def test_a_is_moved_back_when_the_reported_previous_commit_is_past_the_step(
     assert m.calls[0] == [cs[1], cs[5]]
     assert v.status == "confirmed" and v.first_bad == cs[2], v
     assert tri.anchor(al, [(cs[3], 1.01e-3)]) == cs[3]  # already at the old level: kept
+
+
+def _mixture_history(results: Path, step_at: int | None, n: int = 10, seed: int = 3) -> list[str]:
+    """``n`` commits of one timing benchmark whose samples are an undisturbed body (50 µs,
+    1 % spread) plus a slowed part (1.2-1.9x) whose share is drawn per commit from 35-65 %,
+    as interference on a busy machine makes them: the medians jump, the 10th percentiles do
+    not. From ``step_at`` on the code is 1.3x slower."""
+    import numpy as np
+
+    from lnbench.report.synthetic import (
+        BenchSpec,
+        commit_hash,
+        write_benchmarks_json,
+        write_machine_json,
+        write_result_file,
+    )
+
+    rng = np.random.default_rng(seed)
+    spec = BenchSpec("bench.Kernel.time_backward", [], [], "seconds", "time")
+    write_benchmarks_json(results, [spec])
+    write_machine_json(results, "box")
+    commits = []
+    for i in range(n):
+        base = 50e-6 * (1.3 if step_at is not None and i >= step_at else 1.0)
+        share = rng.uniform(0.35, 0.65)
+        body = base * np.exp(rng.normal(0, 0.01, 400))
+        slow = rng.random(400) < share
+        smp = np.where(slow, body * rng.uniform(1.2, 1.9, 400), body)
+        c = commit_hash(i)
+        write_result_file(results, "box", c, 1_700_000_000_000 + i * 3_600_000,
+                          {spec.name: [float(np.median(smp))]}, {spec.name: spec},
+                          samples={spec.name: [smp.tolist()]})
+        commits.append(c)
+    return commits
+
+
+def test_screen_flags_a_step_in_the_low_quantile_of_mixed_samples(tmp_path: Path) -> None:
+    from lnbench.nightly.screen import QUANTILE, low_quantile, low_quantile_alarms
+
+    commits = _mixture_history(tmp_path / "step", step_at=8)
+    (al,) = low_quantile_alarms(tmp_path / "step")
+    assert al["benchmark"] == "bench.Kernel.time_backward" and al["machine"] == "box"
+    assert (al["prev_commit"], al["commit"]) in ((commits[7], commits[8]), (commits[8],
+                                                                           commits[9])), al
+    assert 1.2 < al["ratio"] < 1.4, al  # the 1.3x of the body, not the medians' jumps
+    # the same mixtures without a step: nothing
+    _mixture_history(tmp_path / "flat", step_at=None)
+    assert low_quantile_alarms(tmp_path / "flat") == []
+    # too few samples: no level
+    assert low_quantile([1.0] * 19) is None and low_quantile([2.0] * 20, QUANTILE) == 2.0
+
+
+def test_alarms_of_the_screen_join_the_reports(tmp_path: Path) -> None:
+    """collect_alarms: the screen's alarm is triaged where the report has none (or replaces
+    the report's on the same series), marked with its source; --no-screen leaves it out."""
+    commits = _mixture_history(tmp_path, step_at=8)
+    alarms = tri.collect_alarms(tmp_path, None, {})
+    screened = [a for a in alarms if a.source]
+    assert len(screened) == 1 and screened[0].quantile == 0.1, alarms
+    assert screened[0].commit in commits[8:], screened
+    assert all(not a.source for a in tri.collect_alarms(tmp_path, None, {}, screen=False))

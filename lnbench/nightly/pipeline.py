@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-def pipeline(args: argparse.Namespace) -> int:
+def _dirs(args: argparse.Namespace) -> tuple[Path, Path, Path | None, Path]:
+    """(results, html, derived config or None, site), each checked writable (UsageError)."""
     try:
         results, html, derived = resolve_dirs(args)
     except (OSError, ValueError) as e:
@@ -368,6 +369,64 @@ def pipeline(args: argparse.Namespace) -> int:
     for what, given, path in (("--results", args.results, results), ("--html", args.html, html),
                               ("--site", True, site)):
         check_dir(what if given else f"{what} (from {args.config})", path)
+    return results, html, derived, site
+
+
+def _run_cmd(args: argparse.Namespace, conf_file: Path, conf: list[str],
+             machine: list[str]) -> tuple[list[str], str]:
+    """Step 2's asv command and title: HEAD in this Python, or ``--range`` in built
+    environments."""
+    py = sys.executable
+    bench = [a for b in args.bench or [] for a in ("-b", b)]
+    quick = ["--quick"] if args.quick else []
+    if args.range:
+        steps = ["--steps", str(args.steps)] if args.steps else []
+        # --interleave-rounds: asv's timed rounds alternate between the commits (A B, then
+        # B A), so a slow spell of a shared machine lasting a few minutes is spread over the
+        # commits instead of reading as a step between consecutive ones (seen on the VM)
+        cmd = [py, "-m", "asv", "run", "--skip-existing-commits", "--interleave-rounds",
+               "--record-samples", "--show-stderr", *quick, *bench, *steps, *machine, *conf,
+               args.range]
+        return cmd, f"asv run {args.range} (built environments)"
+    repo = ROOT
+    try:
+        repo = config_repo(conf_file)
+        head = head_commit(repo) if not args.dry_run else "HEAD"
+    except (OSError, ValueError, subprocess.CalledProcessError) as e:
+        raise UsageError(f"cannot read the git HEAD of {repo}: "
+                         f"{' '.join(str(e).split())}") from None
+    cmd = [py, "-m", "asv", "run", "--python=same", "--set-commit-hash", head,
+           "--record-samples", "--show-stderr", *quick, *bench, *machine, *conf]
+    return cmd, f"asv run {head[:8]} in this Python (LNBENCH_GRID={args.grid})"
+
+
+def _gate(p: Pipeline, args: argparse.Namespace, results: Path, site: Path, conf: list[str],
+          machine: list[str], env: dict[str, str]) -> int:
+    """Step 5: the triage (or the report alone with --no-triage); its Markdown to
+    SITE/regressions.md and the GitHub job summary. The step's exit code."""
+    py = sys.executable
+    if args.no_triage:
+        cmd = [py, "-m", "lnbench", "report", "regressions", "--results", str(results),
+               "--fail-on-regression", "--latest-only"]
+        title = "regression gate (report only)"
+    else:
+        # the alarms re-run A/B, interleaved, in built environments; bisected; only the
+        # confirmed ones fail (lnbench.nightly.triage)
+        cmd = [py, "-m", "lnbench.nightly", "triage", "--results", str(results),
+               *conf, *machine]
+        title = "regression gate (triage)"
+    rc, report = p.run(title, cmd, env=env, capture=True)
+    if report and not args.dry_run:
+        (site / "regressions.md").write_text(report)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            with open(summary, "a") as f:
+                f.write(report + "\n")
+    return rc
+
+
+def pipeline(args: argparse.Namespace) -> int:
+    results, html, derived, site = _dirs(args)
     env = dict(os.environ, LNBENCH_GRID=args.grid, PYTHONUNBUFFERED="1")
     plugins = os.environ.get("LNBENCH_PLUGINS")
     if plugins:
@@ -402,28 +461,7 @@ def pipeline(args: argparse.Namespace) -> int:
         p.done(0, 0.0)
 
     # 2. run
-    bench = [a for b in args.bench or [] for a in ("-b", b)]
-    quick = ["--quick"] if args.quick else []
-    if args.range:
-        steps = ["--steps", str(args.steps)] if args.steps else []
-        # --interleave-rounds: asv's timed rounds alternate between the commits (A B, then
-        # B A), so a slow spell of a shared machine lasting a few minutes is spread over the
-        # commits instead of reading as a step between consecutive ones (seen on the VM)
-        cmd = [py, "-m", "asv", "run", "--skip-existing-commits", "--interleave-rounds",
-               "--record-samples", "--show-stderr", *quick, *bench, *steps, *machine, *conf,
-               args.range]
-        title = f"asv run {args.range} (built environments)"
-    else:
-        repo = ROOT
-        try:
-            repo = config_repo(conf_file)
-            head = head_commit(repo) if not args.dry_run else "HEAD"
-        except (OSError, ValueError, subprocess.CalledProcessError) as e:
-            raise UsageError(f"cannot read the git HEAD of {repo}: "
-                             f"{' '.join(str(e).split())}") from None
-        cmd = [py, "-m", "asv", "run", "--python=same", "--set-commit-hash", head,
-               "--record-samples", "--show-stderr", *quick, *bench, *machine, *conf]
-        title = f"asv run {head[:8]} in this Python (LNBENCH_GRID={args.grid})"
+    cmd, title = _run_cmd(args, conf_file, conf, machine)
     rc, _ = p.run(title, cmd, env=env, cwd=asv_cwd)
     if rc:
         if not args.keep_going:
@@ -446,26 +484,8 @@ def pipeline(args: argparse.Namespace) -> int:
 
     # 5. gate
     if not args.no_gate:
-        if args.no_triage:
-            cmd = [py, "-m", "lnbench", "report", "regressions", "--results", str(results),
-                   "--fail-on-regression", "--latest-only"]
-            title = "regression gate (report only)"
-        else:
-            # the alarms re-run A/B, interleaved, in built environments; bisected; only the
-            # confirmed ones fail (lnbench.nightly.triage)
-            cmd = [py, "-m", "lnbench.nightly", "triage", "--results", str(results),
-                   *conf, *machine]
-            title = "regression gate (triage)"
-        rc, report = p.run(title, cmd, env=env, capture=True)
-        if report and not args.dry_run:
-            (site / "regressions.md").write_text(report)
-            summary = os.environ.get("GITHUB_STEP_SUMMARY")
-            if summary:
-                with open(summary, "a") as f:
-                    f.write(report + "\n")
+        rc = _gate(p, args, results, site, conf, machine, env)
         if rc:
             return first_failure or rc
     print(f"\nnightly: done (results {results}, html {html}, site {site})", flush=True)
     return first_failure
-
-

@@ -23,6 +23,17 @@ Method (``triage``):
    verdicts are kept in ``R/lnbench-triage.json`` (one per series and A, B), so a confirmed
    regression keeps failing the gate on later nights without being re-run, and an alarm found
    to be noise is not re-run either.
+   A second source (``collect_alarms``, ``lnbench.nightly.screen``; ``--no-screen`` turns it
+   off): the report's own method and thresholds run on the 10th percentile (``QUANTILE``) of
+   each timing point's recorded samples (at least ``MIN_SAMPLES`` = 20) instead of asv's
+   median. Interference only adds time, so a commit's samples are an undisturbed body plus a
+   slowed part whose share changes from minute to minute; the median lands in either, a low
+   quantile stays in the body (Chen and Revels 2016; Kalibera and Jones 2013). On the busy
+   2-core x86_64 VM the medians of identical code spread by 13 % between the commits of one
+   interleaved run, their 10th percentiles by 3 %: a 1.3x step is 2 standard deviations of
+   the first and 9 of the second, so the report misses it and the screen does not. Where
+   both flag a series, the screen's alarm is triaged (unless the report's has a stored
+   verdict). The screen only adds re-runs: the gate still fails only on confirmed alarms.
    A is re-anchored when needed (``anchor``): if the stored value at ``prev_commit`` lies
    nearer the alarm's ``after`` level than its ``before`` level (log scale), A becomes the
    newest measured commit before it that is nearer ``before`` -- a change judged at the newest
@@ -36,7 +47,9 @@ Method (``triage``):
 3. Confirmation rule (``Rule``). Let ``q`` be the A/B ratio in badness orientation
    (``B/A`` for lower-is-better metrics such as times, ``A/B`` for higher-is-better ones, as
    flagged by the report's ``ratio < 1``), from asv's stored values (the median of the samples
-   for timings). The alarm is **confirmed** when
+   for timings) -- for the screen's alarms from the 10th percentiles of the re-run's samples,
+   the statistic they were flagged on (``AB.statistic``; the anchor and the bisection use it
+   too). The alarm is **confirmed** when
 
    * ``q >= max(factor, r ** share)`` with ``r`` the flagged ratio (badness orientation),
      ``factor = 1.05`` (the report's own ``min_ratio``) and ``share = 0.5``: the re-run
