@@ -28,8 +28,9 @@ Method, on each series (a row of values in commit order, missing commits skipped
 5. The first flagged commit of a run is moved to the best split from ``span`` commits before
    it to as many after it as the run of points that flagged it (``_refine``): the least L1
    error of a two-level fit -- asv's Potts cost, locally -- over the points that are not
-   isolated outliers (``_inliers``: more than ``CLIP`` = 3 σ from the running median of 5, so
-   an excursion of one or two points; ties ranked with all points). An outlier just before a
+   isolated outliers (``_inliers``: more than ``CLIP`` = 3 σ from the running median of 5 and
+   from the levels of the 3 points on each side, so an excursion of one or two points; ties
+   ranked with all points). An outlier just before a
    step otherwise pulls the split onto itself (one above the new level costs ``|δ|`` less on
    the new side). Never fewer than ``persistence`` points after the split; it starts a new
    segment: later baselines use only points from the new segment, so one step is reported
@@ -216,19 +217,25 @@ CLIP = 3.0
 
 
 def _inliers(bs: np.ndarray, sig: float) -> np.ndarray:
-    """Points that are not isolated outliers: within ``CLIP`` σ of the running median of 5
-    (the point and two on each side, mirrored at the ends).
+    """Points that are not isolated outliers. An outlier is more than ``CLIP`` σ from the
+    running median of 5 (the point and two on each side) *and* from the median of the 3
+    points before it and of the 3 after it (series mirrored at the ends).
 
     The median of 5 stays at the level while at most two of them stray, so an excursion of
     one or two points -- a noisy neighbour, a clock dip, the one half-way point of a step --
-    is screened out, while three or more points at a new level are a level, not outliers
-    (a segment needs ``MIN_LEVEL_POINTS`` = 3; running medians: Tukey, *Exploratory Data
-    Analysis*, 1977, ch. 7). With ``σ = 0`` (deterministic series) nothing is screened.
+    is far from it, while three or more points at a new level are a level, not outliers (a
+    segment needs ``MIN_LEVEL_POINTS`` = 3; running medians: Tukey, *Exploratory Data
+    Analysis*, 1977, ch. 7). A point next to a step is near the level on its side, so it is
+    kept even where the running median already sits at the other level. With ``σ = 0``
+    (deterministic series) nothing is screened.
     """
     if sig <= 0 or len(bs) < 3:
         return np.ones(len(bs), dtype=bool)
+    lim = CLIP * sig
     med = np.median(sliding_window_view(np.pad(bs, 2, mode="reflect"), 5), axis=1)
-    return np.abs(bs - med) <= CLIP * sig
+    by3 = np.median(sliding_window_view(np.pad(bs, 3, mode="reflect"), 3), axis=1)
+    before, after = by3[: len(bs)], by3[4: 4 + len(bs)]
+    return ~((np.abs(bs - med) > lim) & (np.abs(bs - before) > lim) & (np.abs(bs - after) > lim))
 
 
 def _split_cost(bs: np.ndarray, keep: np.ndarray, lo: int, c: int, hi: int
