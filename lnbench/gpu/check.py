@@ -63,19 +63,26 @@ def usage_error(args: argparse.Namespace) -> str | None:
 
 
 def missing_packages() -> dict[str, str]:
-    """Packages the check needs that are absent or unusable here, with why."""
-    out = {}
+    """Packages the check needs that are absent or unusable here, with why (probed in fresh
+    processes, side by side)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     probe = ("import torch; assert torch.version.cuda, 'CPU-only build ' + torch.__version__;"
              " assert torch.cuda.is_available(), 'torch sees no GPU'")
-    checks = (("torch", probe), ("cupy", "import cupy; cupy.cuda.runtime.getDeviceCount()"),
-              ("triton", "import triton"))
-    for name, code in checks:
+    checks = {"torch": probe, "cupy": "import cupy; cupy.cuda.runtime.getDeviceCount()",
+              "triton": "import triton"}
+
+    def why(code: str) -> str | None:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            timeout=120)
-        if r.returncode != 0:
-            lines = (r.stderr or r.stdout).strip().splitlines()
-            out[name] = lines[-1][:300] if lines else f"exit {r.returncode}"
-    return out
+        if r.returncode == 0:
+            return None
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        return lines[-1][:300] if lines else f"exit {r.returncode}"
+
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        got = dict(zip(checks, pool.map(why, checks.values()), strict=True))
+    return {k: v for k, v in got.items() if v is not None}
 
 
 def run_tests(out: Path, all_tests: bool, timeout: float) -> dict[str, Any]:
@@ -126,7 +133,8 @@ def skipped(out: Path | None, report: dict[str, Any], why: str) -> Stop:
     return Stop(0)
 
 
-def prepare(args: argparse.Namespace, report: dict[str, Any], prepared: bool) -> Path:
+def prepare(args: argparse.Namespace, report: dict[str, Any], prepared: bool,
+            probed: dict[str, Any] | None = None) -> Path:
     """Steps 1-3 of the module docstring; the output folder. Raises :class:`Stop`."""
     out = pre.out_folder(args)
     if out is not None and (why := pre.out_problem(out)):
@@ -141,7 +149,7 @@ def prepare(args: argparse.Namespace, report: dict[str, Any], prepared: bool) ->
     out = out or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     log(f"GPU: {detail}; output in {out}")
     pre.carried_wheels(args, report, install=not prepared)
-    select(args, out, report)
+    select(args, out, report, probed)
     if args.plugin:
         os.environ["LNBENCH_PLUGINS"] = ":".join(
             [*args.plugin, *filter(None, os.environ.get("LNBENCH_PLUGINS", "").split(":"))])
@@ -151,9 +159,11 @@ def prepare(args: argparse.Namespace, report: dict[str, Any], prepared: bool) ->
     return out
 
 
-def select(args: argparse.Namespace, out: Path, report: dict[str, Any]) -> None:
-    """The fresh-process probe: lnbench imports, the arguments name something to measure."""
-    sel = pre.importable(args, report)
+def select(args: argparse.Namespace, out: Path, report: dict[str, Any],
+           probed: dict[str, Any] | None = None) -> None:
+    """The fresh-process probe (``probed``: its answer already): lnbench imports, the
+    arguments name something to measure."""
+    sel = probed or pre.importable(args, report)
     if problem := sel["import_problem"]:
         raise Stop(pre.import_error(out, report, problem))
     if sel["usage"]:
@@ -183,9 +193,10 @@ def packages(args: argparse.Namespace, out: Path, report: dict[str, Any]) -> Non
 
 
 def main(argv: list[str] | None = None, prepared: dict[str, Any] | None = None,
-         prog: str = "gpu-check") -> int:
+         prog: str = "gpu-check", probed: dict[str, Any] | None = None) -> int:
     """The check (module docstring); ``prepared``: the report so far of ``scripts/gpu-check``,
-    which installed the carried wheels already."""
+    which installed the carried wheels already, and ``probed`` its probe's answer for these
+    arguments (:func:`lnbench.gpu.preflight.probe`)."""
     argv = sys.argv[1:] if argv is None else argv
     args = pre.parser(prog).parse_args(argv)
     if args.worker:
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None, prepared: dict[str, Any] | None = None,
     t0 = time.time()
     report = prepared if prepared is not None else pre.new_report(args)
     try:
-        out = prepare(args, report, prepared is not None)
+        out = prepare(args, report, prepared is not None, probed)
     except Stop as s:
         return s.code
     from lnbench.gpu.workers import run_workers

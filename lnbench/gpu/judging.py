@@ -25,8 +25,6 @@ from typing import Any
 
 from lnbench.judge import GRADS
 
-# the judge's gradient shapes: dx (M, N); dγ, dβ (N,) or (1, N)
-
 
 @dataclass
 class Reference:

@@ -36,14 +36,15 @@ def prepare(impl: Any, data: Any, ref: judging.Reference) -> tuple[Callable[[], 
     point's judged, determinism and memory fields (raises what the implementation raises)."""
     from lnbench.judge import grads_for
     from lnbench.measure import cuda as mc
+    from lnbench.registry import as_triple
 
     thunk = impl.make(data)
-    outs = thunk()
+    outs = as_triple(thunk())
     errs = judging.judge(outs, ref, data, grads_for(impl), impl.numerics)
     first = [judging.bits(o) for o in outs]
     det = {"dx": True, "dgamma": True, "dbeta": True}
     for _ in range(2):
-        again = [judging.bits(o) for o in thunk()]
+        again = [judging.bits(o) for o in as_triple(thunk())]
         for k, g in enumerate(det):
             det[g] = det[g] and judging.same_bits(first[k], again[k])
     del outs, first, again
@@ -85,8 +86,10 @@ def sweep_variant(build: Callable[[], Callable[[], Any]], data: Any, ref: judgin
                   ) -> dict[str, Any]:
     """One launch variant of the sweep: built, judged on every gradient, timed on the CUDA clock
     as :func:`time_case` times a point (raises what the variant raises)."""
+    from lnbench.registry import as_triple
+
     thunk = build()
-    outs = thunk()
+    outs = as_triple(thunk())
     errs = judging.judge(outs, ref, data, judging.GRADS, numerics)
     del outs
     (timing,) = time_case(data.case, [thunk], deadline)

@@ -260,16 +260,18 @@ def launch(argv: list[str]) -> int:
     wheels = args.wheels or (ROOT / ".whl")
     if present and wheels.is_dir():
         use_wheels(wheels, report)
-    problem = lnbench_import_problem()
-    if problem and present and not args.no_install:
-        problem = importable(args, report, {"import_problem": problem})["import_problem"]
-    if problem is None:
+    plugins = [os.path.abspath(f) for f in args.plugin]  # the probe runs in the repository root
+    sel = probe(args.impl, args.shape, plugins)
+    if sel["import_problem"] and present and not args.no_install:
+        sel = importable(args, report, sel)
+    if sel["import_problem"] is None:
         sys.path.insert(0, str(ROOT))
         from lnbench.gpu.check import main
 
-        return main(argv, prepared=report)
+        return main(argv, prepared=report, probed=sel)
     out = out_folder(args)
     if out is not None and (why := out_problem(out)):
         print(f"gpu-check: {why}", file=sys.stderr)
         return 2
+    problem = sel["import_problem"]
     return import_error(out, report, problem) if present else no_gpu(out, report, detail)
