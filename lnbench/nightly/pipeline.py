@@ -25,8 +25,10 @@ Steps (each prints a header; a failing step stops the script with its exit code)
 4. dashboard ``lnbench dashboard --results R --out SITE --asv-html <html/index.html, relative>``.
 5. gate      ``python -m lnbench.nightly triage --results R --config C --machine M``
              (``lnbench.nightly.triage``): every regression ``lnbench report regressions
-             --latest-only`` flags is re-run A/B, interleaved, on the commit before the step
-             and the commit after it, and bisected when commits lie between; exit 1 only for
+             --latest-only`` flags, and every one its method flags on the 10th percentile of
+             the recorded samples (``lnbench.nightly.screen``), is re-run A/B, interleaved,
+             on the commit before the step and the commit after it, and bisected when
+             commits lie between; exit 1 only for
              confirmed ones (and alarms that could not be re-run), 0 when every alarm was "not
              reproduced", 2 on unreadable results. ``--no-triage`` gates on the report alone
              (``lnbench report regressions --results R --fail-on-regression --latest-only``).
