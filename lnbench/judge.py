@@ -409,9 +409,9 @@ def tolerance(data: CaseData, grad: str, affine: bool = True,
 def tolerance_from_scales(case: Case, kappa: float, grad: str, S: float, T: float) -> float:
     """The normwise tolerance on rel_err this judge used before per-element bounds:
     ``4·u_out + u_acc·(4·κ + 4·sqrt(L))·max(1, T/S)`` from κ, S = max|ref| and T = the term
-    scale (``reference.term_scales``). Kept for callers that have only those numbers
-    (``scripts/gpu-check``); it is looser than :func:`error_bounds` (docs/judge.md), which
-    a GPU caller can evaluate on its own arrays."""
+    scale (``reference.term_scales``). Kept for :func:`grid_numbers`' comparison of old and
+    new tolerances (docs/judge.md); it is looser than :func:`error_bounds`, which the GPU check
+    evaluates on its own arrays (:func:`device_bounds`)."""
     u_out = UNIT_ROUNDOFF[case.dtype]
     u_acc = UNIT_ROUNDOFF[compute_dtype(case.dtype)]
     L = case.N if grad == "dx" else case.M

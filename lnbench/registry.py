@@ -87,7 +87,7 @@ class Impl:
     requires: tuple[str, ...] = ()  # modules that must be importable
     probe: Callable[[], str | None] | None = field(default=None, repr=False, compare=False)
     doc: str = ""
-    # Optional launch-plan sweep (scripts/gpu-check --sweep): sweep(data) yields
+    # Optional launch-plan sweep (lnbench gpu-check --sweep): sweep(data) yields
     # (label, params, build) for each launch variant; build() returns a warmed-up thunk.
     sweep: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
 

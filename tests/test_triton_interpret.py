@@ -56,7 +56,7 @@ a = run(Case(300, 24, "bfloat16", "normal"))[1]
 b = run(Case(300, 24, "bfloat16", "normal"))[1]
 repeat = all(u.dtype == v.dtype and torch.equal(u.view(torch.int16), v.view(torch.int16))
              for u, v in zip(a, b))
-# every launch variant the GPU sweep (scripts/gpu-check --sweep) would time must be correct too
+# every launch variant the GPU sweep (lnbench gpu-check --sweep) would time must be correct too
 swept = []
 for M, N in VARIANT_SHAPES:
     for dtype in ("float32", "bfloat16"):

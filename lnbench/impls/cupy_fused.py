@@ -116,7 +116,7 @@ def plan(M: int, N: int, dtype: str, sms: int, *, tpr: int | None = None,
     """Choose the launch for an (M, N) case on a device with ``sms`` multiprocessors.
 
     ``tpr``, ``block`` and ``per_sm`` override the heuristic's choices (for :func:`variants`, the
-    launch-plan sweep of ``scripts/gpu-check --sweep``); a combination the kernel cannot run
+    launch-plan sweep of ``lnbench gpu-check --sweep``); a combination the kernel cannot run
     (too many elements per thread, a block that is not a multiple of tpr, more static shared
     memory than 48 KB) raises ValueError naming it.
 
@@ -384,7 +384,7 @@ def make_fused(data: Any) -> Thunk:
 
 
 def sweep(data: Any) -> Iterator[tuple[str, dict[str, Any], Callable[[], Thunk]]]:
-    """The launch-plan sweep (``scripts/gpu-check --sweep``): for each of :func:`variants`, a
+    """The launch-plan sweep (``lnbench gpu-check --sweep``): for each of :func:`variants`, a
     label, the plan's fields and a builder of its thunk (inputs moved to the device once)."""
     c = data.case
     inputs = _device_inputs(data)

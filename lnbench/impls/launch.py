@@ -1,4 +1,4 @@
-"""Launch-plan variants for the sweep of ``scripts/gpu-check --sweep`` (shared by the custom
+"""Launch-plan variants for the sweep of ``lnbench gpu-check --sweep`` (shared by the custom
 kernels: ``cupy_fused.variants`` and ``triton_fused.variants``)."""
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def plan(M: int, N: int, dtype: str, sms: int, *, block_m: int | None = None,
 
     ``block_m``, ``num_warps``, ``per_sm`` and ``wide`` (the chunked two-kernel path for a row
     that would fit one tile) override the heuristic (for :func:`variants`, the launch-plan sweep
-    of ``scripts/gpu-check --sweep``); values the kernels cannot take raise ValueError naming them.
+    of ``lnbench gpu-check --sweep``); values the kernels cannot take raise ValueError naming them.
 
     - BLOCK_N: N rounded up to a power of two (one tile holds a row), or WIDE_CHUNK columns for
       rows wider than MAX_BLOCK_N;
@@ -424,7 +424,7 @@ def make_fused(data: Any) -> Thunk:
 
 
 def sweep(data: Any) -> Iterator[tuple[str, dict[str, Any], Callable[[], Thunk]]]:
-    """The launch-plan sweep (``scripts/gpu-check --sweep``): for each of :func:`variants`, a
+    """The launch-plan sweep (``lnbench gpu-check --sweep``): for each of :func:`variants`, a
     label, the plan's fields and a builder of its thunk (inputs moved to the GPU once)."""
     c = data.case
     inputs = _device_inputs(data)
