@@ -33,8 +33,8 @@ import ml_dtypes
 import numpy as np
 
 from lnbench.dtypes import DTYPES, np_dtype
+from lnbench.impl import SAVED_CENTERED, Impl, Thunk, add
 from lnbench.impls.launch import one_knob_variants
-from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
 
 # The kernels' CUDA C++ (lnbench/impls/cuda/layernorm_bwd.cu), shipped as package data.
 CUDA_SOURCE: str = (

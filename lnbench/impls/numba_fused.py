@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from lnbench.dtypes import DTYPES, np_dtype, stats_dtype
-from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
+from lnbench.impl import SAVED_CENTERED, Impl, Thunk, add
 
 # 16-bit inputs reach the kernel as their bit patterns. Numba has no 16-bit float type, so the
 # integer type of the view tells the kernel which format the bits are in.

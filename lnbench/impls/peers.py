@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from lnbench.registry import Impl, Thunk, add
+from lnbench.impl import Impl, Thunk, add
 
 
 def _torch_inputs(data: Any) -> tuple[Any, Any, Any, Any]:

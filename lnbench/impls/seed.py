@@ -12,7 +12,7 @@ from typing import Any
 from lnbench.arrays import to_array, torch_device
 from lnbench.dtypes import DTYPES, compute_dtype
 from lnbench.formulas import AFFINE, FORMULAS, seed_forward
-from lnbench.registry import OWN_CENTERED, Impl, Numerics, Thunk, add
+from lnbench.impl import OWN_CENTERED, Impl, Numerics, Thunk, add
 
 SEED_NAMES = {
     "caffe2": "seed layernorm_nogamma_beta_backward (caffe2, no affine: dx only)",

@@ -33,7 +33,7 @@ from typing import Any
 
 from lnbench.arrays import to_array, torch_device
 from lnbench.dtypes import DTYPES
-from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
+from lnbench.impl import SAVED_CENTERED, Impl, Thunk, add
 
 _COMPILE_SECONDS: dict[str, float] = {}
 _LOCK = threading.Lock()

@@ -7,7 +7,7 @@ in the maker; the thunk runs only the backward.
 from __future__ import annotations
 
 from lnbench.arrays import to_array, torch_device
-from lnbench.registry import Impl, Numerics, Thunk, add
+from lnbench.impl import Impl, Numerics, Thunk, add
 
 # torch's own forward computes the statistics; ATen's backward is dx = a·dy·γ + b·x + c in raw x
 ATEN_NUMERICS = Numerics(stats="own", formula="raw-x")

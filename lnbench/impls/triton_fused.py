@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lnbench.dtypes import DTYPES, np_dtype
+from lnbench.impl import SAVED_CENTERED, Impl, Thunk, add
 from lnbench.impls.launch import one_knob_variants
-from lnbench.registry import SAVED_CENTERED, Impl, Thunk, add
 
 MAX_BLOCK_N = {8: 8192, 4: 16384, 2: 16384}  # widest single tile, by element size
 TILE = {8: 2048, 4: 4096, 2: 8192}  # elements per BLOCK_M x BLOCK_N tile for short rows
