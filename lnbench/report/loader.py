@@ -56,6 +56,7 @@ Method, and where each part lives (package ``lnbench.report.load``):
 * ``frame``: the frame is assembled column-wise from per-file arrays and small tables
   (categoricals from codes, one shared NaN array for statistics no file stores);
 * ``machines``, ``interference``, ``history``, ``envfamily``: the other files and orders.
+* ``loaded``: :class:`LoadedResults`, what :func:`load_results` returns (re-exported here).
 
 Cost: linear in the number of result files (per file: one decode and a few C-level passes
 over its entries). ``scripts/bench-report --perf-only`` measures a django-size history
@@ -68,11 +69,8 @@ import gc
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from lnbench.report.load.collect import Collector
 from lnbench.report.load.envfamily import env_family
@@ -96,6 +94,7 @@ from lnbench.report.load.jsonfile import (
     read_json,
 )
 from lnbench.report.load.layout import Combos, param_value
+from lnbench.report.load.loaded import LoadedResults
 from lnbench.report.load.machines import (
     FACT_FIELDS,
     FACTS_DIR,
@@ -131,26 +130,6 @@ BENCHMARKS_VERSION = 2
 PARALLEL_MIN_FILES = 400
 MAX_WORKERS = 4
 _WORKER_COMBOS: Combos | None = None
-
-
-@dataclass
-class LoadedResults:
-    """Everything a report needs, read from one results directory."""
-
-    results_dir: Path
-    frame: pd.DataFrame
-    machines: pd.DataFrame
-    errors: list[LoadError] = field(default_factory=list)
-    benchmarks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    param_names: list[str] = field(default_factory=list)
-    #: commits whose results were left out: not on the first-parent history given
-    off_history: list[str] = field(default_factory=list)
-    #: how commits were ordered: "first-parent" or "date"
-    order: str = "date"
-
-    @property
-    def has_results(self) -> bool:
-        return not self.frame.empty
 
 
 @contextmanager

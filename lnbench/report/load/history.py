@@ -23,7 +23,7 @@ import numpy as np
 from lnbench.report.load.jsonfile import one_line, short_repr
 
 if TYPE_CHECKING:
-    from lnbench.report.loader import LoadedResults
+    from lnbench.report.load.loaded import LoadedResults
 
 
 def apply_first_parent(loaded: LoadedResults, first_parent: Sequence[str]) -> None:
