@@ -4,9 +4,10 @@ carried wheels, lnbench's own dependencies, the import-and-selection probe, the 
 Standard library only, on purpose: ``scripts/gpu-check`` loads this file by its path on a GPU box
 where lnbench does not import yet (no ml_dtypes or array-api-compat, no PyPI), installs the
 wheels that ``scripts/gpu-prep`` downloaded elsewhere (``.whl/``) into a private folder first on
-``sys.path`` and ``PYTHONPATH`` (so every process the check starts sees them), and only then
-imports :mod:`lnbench.gpu.check`. ``lnbench gpu-check`` runs the same steps from
-:func:`lnbench.gpu.check.main`.
+``sys.path`` and ``PYTHONPATH`` (so every process the check starts sees them;
+:func:`before_import`), and only then imports :mod:`lnbench.gpu.check`. ``lnbench gpu-check``
+runs the same steps from :func:`lnbench.gpu.check.main`. Nothing here imports lnbench: every
+other module of the check imports this one, so imports go down only.
 """
 
 from __future__ import annotations
@@ -250,10 +251,13 @@ def no_gpu(out: Path | None, report: dict[str, Any], detail: str) -> int:
     return 0
 
 
-def launch(argv: list[str]) -> int:
-    """``scripts/gpu-check``: on a GPU box, the carried wheels and lnbench's dependencies first;
-    then :func:`lnbench.gpu.check.main` in this process once lnbench imports. When it cannot
-    import: no GPU here (exit 0, said), else one ERROR line naming the missing module (exit 2)."""
+def before_import(argv: list[str]) -> int | tuple[dict[str, Any], dict[str, Any]]:
+    """``scripts/gpu-check``'s steps before lnbench imports: on a GPU box, the carried wheels and
+    lnbench's dependencies. When lnbench imports then: ``(report, probe answer)``, with which the
+    script runs :func:`lnbench.gpu.check.main` in its process (lnbench is first on ``sys.path``);
+    this module never imports lnbench, so the check's modules import it downwards only. When it
+    cannot import: the exit status, said — no GPU here (0), else one ERROR line naming the
+    missing module (2)."""
     args = parser().parse_args(argv)
     report = new_report(args)
     present, detail = gpu_present()
@@ -266,9 +270,7 @@ def launch(argv: list[str]) -> int:
         sel = importable(args, report, sel)
     if sel["import_problem"] is None:
         sys.path.insert(0, str(ROOT))
-        from lnbench.gpu.check import main
-
-        return main(argv, prepared=report, probed=sel)
+        return report, sel
     out = out_folder(args)
     if out is not None and (why := out_problem(out)):
         print(f"gpu-check: {why}", file=sys.stderr)
