@@ -18,19 +18,21 @@ PKG = ROOT / "lnbench"
 SHIMS = {"lnbench.report.cli", "lnbench.__main__"}
 
 
-def _modules() -> dict[str, Path]:
+def _modules(pkg: Path = PKG) -> dict[str, Path]:
     mods = {}
-    for f in PKG.rglob("*.py"):
-        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+    for f in pkg.rglob("*.py"):
+        parts = list(f.relative_to(pkg.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
         mods[".".join(parts)] = f
     return mods
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> the lnbench modules it imports anywhere (function-level imports included)."""
-    mods = _modules()
+def import_graph(pkg: Path = PKG) -> dict[str, set[str]]:
+    """module -> the package's modules it imports anywhere: function-level imports and those
+    under ``if TYPE_CHECKING:`` included (every import statement in the file is an edge)."""
+    mods = _modules(pkg)
+    top = pkg.name
 
     def resolve(name: str) -> str:
         while name and name not in mods:
@@ -51,7 +53,8 @@ def import_graph() -> dict[str, set[str]]:
                     base = ".".join(up + ([base] if base else []))
                 names = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
                          for a in n.names]
-            graph[m] |= {resolve(x) for x in names if x.startswith("lnbench")} - {m, ""}
+            graph[m] |= {resolve(x) for x in names
+                         if x == top or x.startswith(top + ".")} - {m, ""}
     return graph
 
 
@@ -95,6 +98,45 @@ def test_no_import_circle_through_the_cli_or_the_case_loop() -> None:
     bad = [sorted(c) for c in cycles(import_graph())
            if any(m == o or m.startswith(o + ".") for m in c for o in OURS)]
     assert not bad, bad
+
+
+#: The import circles still allowed, each exactly as it stands (a circle that grows fails too).
+#: The only one: lnbench.measure.interference <-> lnbench.measure.timing (the nightly area's;
+#: timing imports interference's load check, interference imports timing's clock). Drop it from
+#: here once those two import one way only.
+ALLOWED_CIRCLES: list[set[str]] = [
+    {"lnbench.measure.interference", "lnbench.measure.timing"},
+]
+
+
+def test_no_import_circle_anywhere_in_lnbench() -> None:
+    """Imports go down only in the whole package (issue 16's "no import circle"), lazy imports
+    inside functions and ``if TYPE_CHECKING:`` imports counted as edges, but for
+    :data:`ALLOWED_CIRCLES`."""
+    found = cycles(import_graph())
+    bad = [sorted(c) for c in found if c not in ALLOWED_CIRCLES]
+    assert not bad, f"import circles: {bad}"
+
+
+def test_the_graph_counts_every_kind_of_import(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from pkg.a import f\n",
+        "a.py": "def f():\n    from pkg.sub import c  # lazy\n    return c\n",
+        "sub/__init__.py": "",
+        "sub/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..d import g\n",
+        "sub/c.py": "from . import b\nfrom .b import x\nimport pkg.sub.b as bb\nimport os\n",
+        "d.py": "import pkgother\nfrom pkg import sub\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    g = import_graph(pkg)
+    assert g == {"pkg": {"pkg.a"}, "pkg.a": {"pkg.sub.c"}, "pkg.sub": set(),
+                 "pkg.sub.b": {"pkg.d"}, "pkg.sub.c": {"pkg.sub.b"}, "pkg.d": {"pkg.sub"}}
+    assert cycles(g) == []
+    (pkg / "d.py").write_text("def g():\n    from .a import f\n    return f\n")
+    assert cycles(import_graph(pkg)) == [{"pkg.a", "pkg.sub.c", "pkg.sub.b", "pkg.d"}]
 
 
 def test_the_cycle_finder_finds_a_planted_circle() -> None:
