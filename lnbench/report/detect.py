@@ -75,16 +75,14 @@ def detect_matrix(
     if n_series == 0 or n == 0:
         return []
     b = _badness(y, higher, cfg)
-    b = np.where(np.arange(n)[None, :] < lengths[:, None], b, np.nan)
+    b[np.arange(n)[None, :] >= lengths[:, None]] = np.nan
     sig = noise_sigma(b)
-    base = np.empty_like(b)
     direction = np.zeros(b.shape, dtype=np.int8)
     run = np.zeros(b.shape, dtype=np.int16)
-    count = np.minimum(np.arange(n), cfg.window)
     for lo in range(0, n_series, BLOCK_ROWS):  # blocks of rows bound the window copies
         part = slice(lo, lo + BLOCK_ROWS)
-        base[part], count = _window_median(b[part], cfg.window)
-        direction[part], run[part] = _evidence(b[part], base[part],
+        base, count = _window_median(b[part], cfg.window)  # only this block's baselines
+        direction[part], run[part] = _evidence(b[part], base,
                                              np.broadcast_to(count, b[part].shape), sig[part],
                                              cfg)
     samples = samples or {}
@@ -166,39 +164,49 @@ def find_changes(
     if frame.empty:
         return pd.DataFrame(columns=out_cols)
     ok = frame["status"].eq("ok").to_numpy() & np.isfinite(frame["value"].to_numpy(float))
-    extra = [c for c in ("retired", "version_ok", "samples") if c in frame.columns]
-    cols = list(dict.fromkeys([*show, *keys, "commit", "commit_order", "started_at", "date",
-                               "metric", "unit", "higher_is_better", "value", *extra]))
-    df = frame.loc[ok, [c for c in cols if c in frame.columns]]
-    if df.empty:
+    # Work on column arrays and row positions of ``frame``: no copy of the frame (on a
+    # django-size history two copies of it were most of the report's memory).
+    rows = np.flatnonzero(ok)
+    if not len(rows):
         return pd.DataFrame(columns=out_cols)
-    sid = np.zeros(len(df), dtype=np.int64)
+    sid = np.zeros(len(rows), dtype=np.int64)
     for k in keys:  # combine key codes, re-factorizing so the ids never overflow
-        col = df[k]
-        code = (col.cat.codes.to_numpy().astype(np.int64) if isinstance(col.dtype,
-                pd.CategoricalDtype) else pd.factorize(col.astype(object).fillna(""))[0])
+        col = frame[k]
+        code = (col.cat.codes.to_numpy()[rows].astype(np.int64) if isinstance(col.dtype,
+                pd.CategoricalDtype) else pd.factorize(col.iloc[rows].astype(object).fillna(""))[0])
         sid = pd.factorize(sid * (int(code.max()) + 2) + code + 1, sort=False)[0]
-    started = (df["started_at"].to_numpy("datetime64[ns]").astype(np.int64)
-               if "started_at" in df else np.zeros(len(df), np.int64))
-    order = np.lexsort((started, df["commit_order"].to_numpy(), sid))
-    df = df.iloc[order]
+    started = (frame["started_at"].to_numpy("datetime64[ns]").astype(np.int64)[rows]
+               if "started_at" in frame else np.zeros(len(rows), np.int64))
+    order = np.lexsort((started, frame["commit_order"].to_numpy()[rows], sid))
+    del started, ok
+    rows = rows[order]
     sid = sid[order]
+    del order
     first = np.r_[0, np.flatnonzero(np.diff(sid)) + 1]
     lengths = np.diff(np.r_[first, len(sid)])
     pos = np.arange(len(sid)) - np.repeat(first, lengths)
     n_series = len(first)
     y = np.full((n_series, int(lengths.max())), np.nan)
-    row_of = np.full((n_series, int(lengths.max())), -1, dtype=np.int64)
-    y[sid, pos] = df["value"].to_numpy(float)
-    row_of[sid, pos] = np.arange(len(df))
-    higher = df["higher_is_better"].to_numpy(bool)[first]
-    acc = np.array([metrics.is_accuracy(b) for b in df["benchmark"].to_numpy()[first]])
-    smp_col = df["samples"].to_numpy() if "samples" in df else None
-    last_row = first + lengths - 1
+    row_of = np.full((n_series, int(lengths.max())), -1,
+                     dtype=np.int32 if len(frame) < 2**31 else np.int64)
+    y[sid, pos] = frame["value"].to_numpy(float)[rows]
+    row_of[sid, pos] = rows
+    del sid, pos
+    higher = frame["higher_is_better"].to_numpy(bool)[rows[first]]
+    acc = np.array([metrics.is_accuracy(b)
+                    for b in frame["benchmark"].iloc[rows[first]].to_numpy()])
+    smp_col = frame["samples"].to_numpy() if "samples" in frame else None
+    last_row = rows[first + lengths - 1]
     with_samples = (np.flatnonzero([usable(smp_col[r]) for r in last_row])
                     if smp_col is not None else np.zeros(0, dtype=np.int64))
-    retired = df["retired"].to_numpy(bool) if "retired" in df else np.zeros(len(df), bool)
-    old = ~df["version_ok"].to_numpy(bool) if "version_ok" in df else np.zeros(len(df), bool)
+    retired = (frame["retired"].to_numpy(bool) if "retired" in frame
+               else np.zeros(len(frame), bool))
+    old = (~frame["version_ok"].to_numpy(bool) if "version_ok" in frame
+           else np.zeros(len(frame), bool))
+    env_col = "env_family" if "env_family" in frame else "env"
+
+    def at(col: str, r: int) -> Any:
+        return frame[col].iat[r]
 
     records = []
     for mask, cfg in ((~acc, speed), (acc, accuracy)):
@@ -206,23 +214,22 @@ def find_changes(
         if not len(idx):
             continue
         local = {int(i): k for k, i in enumerate(idx)}
-        smp = {local[int(s)]: list(smp_col[first[s]:first[s] + lengths[s]])
+        smp = {local[int(s)]: list(smp_col[rows[first[s]:first[s] + lengths[s]]])
                for s in with_samples if int(s) in local} if cfg is speed else {}
         for ch in detect_matrix(y[idx], lengths[idx], higher[idx], cfg, smp, newest):
             s = idx[ch.series]
             r = row_of[s, ch.pos]
-            row = df.iloc[r]
-            prev = df.iloc[row_of[s, ch.pos - 1]]["commit"] if ch.pos > 0 else None
+            prev = at("commit", row_of[s, ch.pos - 1]) if ch.pos > 0 else None
             gone, stale = bool(retired[r]), bool(old[r])
-            rec = {k: row[k] for k in show}
+            rec = {k: at(k, r) for k in show}
             rec.update(
-                kind=ch.kind, commit=row["commit"], commit_order=int(row["commit_order"]),
-                date=row["date"], prev_commit=prev, metric=row["metric"], unit=row["unit"],
+                kind=ch.kind, commit=at("commit", r), commit_order=int(at("commit_order", r)),
+                date=at("date", r), prev_commit=prev, metric=at("metric", r), unit=at("unit", r),
                 before=ch.before, after=ch.after,
                 ratio=ch.after / ch.before if ch.before else math.inf,
                 z=ch.z, n_before=ch.n_before, open=ch.open and not gone and not stale,
                 newest=ch.newest, p_value=ch.p_value, retired=gone, old_version=stale,
-                env_family=row["env_family"] if "env_family" in row else row["env"],
+                env_family=at(env_col, r),
             )
             records.append(rec)
     if not records:

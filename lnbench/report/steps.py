@@ -110,8 +110,10 @@ class Change:
 def _badness(y: np.ndarray, higher: np.ndarray, cfg: DetectConfig) -> np.ndarray:
     floor = cfg.abs_floor / cfg.min_ratio if cfg.abs_floor > 0 else 1e-300
     with np.errstate(invalid="ignore", divide="ignore"):
-        b = np.log(np.maximum(y, floor))
-    return np.where(higher[:, None], -b, b)
+        b = np.maximum(y, floor)  # the one new matrix: log and sign in place (NaN stays NaN)
+        np.log(b, out=b)
+    b[higher] *= -1
+    return b
 
 
 def _window_median(b: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
