@@ -181,24 +181,34 @@ def _evidence(
         ok = count >= cfg.min_history
         up_p = ok & (first.min(axis=2) - base >= thr)
         down_p = ok & (base - first.max(axis=2) >= thr)
+        # only positions whose first `persistence` points are all past min_ratio can flag:
+        # the location tests run on those alone (most positions of a flat series are not)
+        at = np.nonzero(up_p | down_p)
+        if not len(at[0]):
+            return direction, run
+        w, bc, up_p, down_p = win[at], base[at], up_p[at], down_p[at]
+        cnt, sc = np.broadcast_to(count, (n_series, n))[at], sig[at[0]]
+        dirc = np.zeros(len(bc), dtype=np.int8)
+        runc = np.zeros(len(bc), dtype=np.int16)
         for k in ks:
             # location of the k new points, robust to one outlier: the median for k >= 3;
             # for k <= 2 the nearer point to the baseline, tested like a single point
-            pts = win[:, :, :k]
+            pts = w[:, :k]
             if k >= 3:
-                ex = np.median(pts, axis=2) - base
+                ex = np.median(pts, axis=1) - bc
                 var = math.pi / (2 * k)
             else:
-                ex = np.where(pts.min(axis=2) - base >= 0, pts.min(axis=2), pts.max(axis=2))
-                ex = ex - base
+                ex = np.where(pts.min(axis=1) - bc >= 0, pts.min(axis=1), pts.max(axis=1))
+                ex = ex - bc
                 var = 1.0
-            se = sig[:, None] * np.sqrt(var + np.pi / (2 * np.maximum(count, 1)))
+            se = sc * np.sqrt(var + np.pi / (2 * np.maximum(cnt, 1)))
             zk = np.where(se > 0, ex / np.where(se > 0, se, 1.0), np.sign(ex) * np.inf)
             up = up_p & (ex >= thr) & (zk >= cfg.z)
             down = down_p & (-ex >= thr) & (-zk >= cfg.z)
-            new = (direction == 0) & (up | down)
-            direction[new] = np.where(up, 1, -1)[new]
-            run[new] = k
+            new = (dirc == 0) & (up | down)
+            dirc[new] = np.where(up, 1, -1)[new]
+            runc[new] = k
+        direction[at], run[at] = dirc, runc
     return direction, run
 
 
