@@ -102,8 +102,8 @@ def test_no_import_circle_through_the_cli_or_the_case_loop() -> None:
 
 #: The import circles still allowed, each exactly as it stands (a circle that grows fails too).
 #: The only one: lnbench.measure.interference <-> lnbench.measure.timing (the nightly area's;
-#: timing imports interference's load check, interference imports timing's clock). Drop it from
-#: here once those two import one way only.
+#: timing imports interference's ``spread_of``, interference imports timing's ``_l3_bytes``, both
+#: inside functions). Drop it from here once those two import one way only.
 ALLOWED_CIRCLES: list[set[str]] = [
     {"lnbench.measure.interference", "lnbench.measure.timing"},
 ]
