@@ -42,7 +42,7 @@ ACC_STYLES = {
 @dataclass(frozen=True)
 class Numerics:
     """What an implementation declares it computes; the judge's error bounds leave room for the
-    declared style only (lnbench/judge.py). The default declares nothing: room for every style,
+    declared style only (lnbench/bounds.py). The default declares nothing: room for every style,
     so a correct implementation of any style passes."""
 
     stats: str = "any"  # STATS_STYLES
