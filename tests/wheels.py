@@ -1,5 +1,5 @@
 """A minimal valid pure-Python wheel (PEP 427) made without any network, for the tests of the
-offline wheel paths (scripts/gpu-prep, scripts/gpu-check --wheels: the carried wheels before lnbench imports)."""
+offline wheel paths (scripts/gpu-prep; scripts/gpu-check --wheels, before lnbench imports)."""
 
 from __future__ import annotations
 
