@@ -100,13 +100,9 @@ def test_no_import_circle_through_the_cli_or_the_case_loop() -> None:
     assert not bad, bad
 
 
-#: The import circles still allowed, each exactly as it stands (a circle that grows fails too).
-#: The only one: lnbench.measure.interference <-> lnbench.measure.timing (the nightly area's;
-#: timing imports interference's ``spread_of``, interference imports timing's ``_l3_bytes``, both
-#: inside functions). Drop it from here once those two import one way only.
-ALLOWED_CIRCLES: list[set[str]] = [
-    {"lnbench.measure.interference", "lnbench.measure.timing"},
-]
+#: The import circles still allowed, each exactly as it stands (a circle that grows fails too):
+#: none.
+ALLOWED_CIRCLES: list[set[str]] = []
 
 
 def test_no_import_circle_anywhere_in_lnbench() -> None:

@@ -76,12 +76,13 @@ import contextlib
 import fcntl
 import json
 import os
-import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lnbench.measure.timing import _l3_bytes, spread_of  # noqa: F401  (spread_of: re-exported)
 
 LOAD_MAX = 0.1  # cores of other processes' CPU time over the window
 STEAL_MAX = 0.1  # cores stolen by the hypervisor over the window
@@ -208,7 +209,6 @@ def copy_gbps_quick(repeat: int = 3) -> float | None:
     import numpy as np
 
     from lnbench.measure.machine import copy_best
-    from lnbench.measure.timing import _l3_bytes
 
     try:
         if not _BUF:
@@ -295,14 +295,3 @@ def write_sidecar(path: str | os.PathLike, *, machine: str, commit: str, env: st
 
 def _pkey(q: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
     return str(q.get("benchmark")), tuple(sorted((q.get("params") or {}).items()))
-
-
-def spread_of(samples: list[float]) -> float | None:
-    """IQR over median (None with fewer than 3 samples)."""
-    if len(samples) < 3:
-        return None
-    med = statistics.median(samples)
-    if med <= 0:
-        return None
-    q = statistics.quantiles(samples, n=4, method="inclusive")
-    return (q[2] - q[0]) / med

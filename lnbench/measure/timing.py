@@ -49,9 +49,19 @@ class Timing:
     @property
     def spread(self) -> float | None:
         """Interquartile range over median of the samples; None with fewer than 3 samples."""
-        from lnbench.measure.interference import spread_of
-
         return spread_of(self.samples)
+
+
+def spread_of(samples: list[float]) -> float | None:
+    """IQR over median (None with fewer than 3 samples)."""
+    if len(samples) < 3:
+        return None
+    med = statistics.median(samples)
+    if med <= 0:
+        return None
+    q = statistics.quantiles(samples, n=4, method="inclusive")
+    return (q[2] - q[0]) / med
+
 
 
 def _quantile(xs: list[float], q: float) -> float:
