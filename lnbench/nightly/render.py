@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from lnbench.nightly.verdicts import Verdict
+from lnbench.report.render import fmt_value
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
 
 def _fmt(x: float | None, unit: str) -> str:
-    if x is None:
-        return "–"
-    if unit == "seconds":
-        for scale, u in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
-            if abs(x) >= scale:
-                return f"{x / scale:.3g} {u}"
-        return f"{x:.3g} s"
-    return f"{x:.4g}{(' ' + unit) if unit and unit != 'unknown' else ''}"
+    """A value with its unit, as the regression report writes it."""
+    return fmt_value(x, None if unit == "unknown" else unit)
 
 
 def render_md(verdicts: list[Verdict], report_md: str = "") -> str:
