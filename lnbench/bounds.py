@@ -94,7 +94,7 @@ itself an upper estimate), K_T = 3, K_E = 5, K_X = 3, K_K = 2 (ATen's a·dy·γ 
 0.8·u·κ off on `offset` float64), K_MU = 8 (with ⌈log2 N⌉ ≥ 4 it covers a mean 6 ulps
 off, ≤ 12u·|μ|, as flax's jnp.mean of 768 equal float64 values; a sound mean of N < 16 values
 is off by at most γ_N), K_R = 4, K_RS = 1, K_W = 2. With every port of
-tests/test_mutations.py judged in its declared style — two-pass float64 (own, float64), llm.c,
+tests/mutants.py judged in its declared style — two-pass float64 (own, float64), llm.c,
 the Triton tutorial and a Numba fastmath kernel (saved, centered), flax, cs231n and eager torch
 (own, centered), ATen's formula (saved, raw-x) — there are 0 false alarms on the quick grid and
 the large-M cases, and 1231 of 1231 detectable (mutant, case) pairs of 16 planted bugs fail;
