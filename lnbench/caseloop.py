@@ -24,6 +24,7 @@ API::
         ...
     results = run_cases(impls, items, per_case=..., without_inputs=...)
     value, reason = attempt(fn)                          # fn() or its one-line error reason
+    data, why = make_inputs(case)                        # one case's inputs, or why not
     Key.of(impl, case), Key.of_result(result), skip_reason(impl, case)
 """
 
@@ -99,19 +100,24 @@ def each_case(
         if all(skip_reason(i, item) for i in impls):
             yield item, None, ""  # nothing here would run: no inputs to make
             continue
-        if make is None:
-            from lnbench import grid
-
-            maker = grid.make_data
-        else:
-            maker = make
-        try:
-            data = maker(item)
-        except MemoryError as e:  # inputs too large for this machine: every point says so
-            yield item, None, f"inputs: {error_reason(e)}"
-            continue
-        yield item, data, ""
+        data, why = make_inputs(item, make)
+        yield item, data, why
         del data
+
+
+def make_inputs(case: Case, make: Callable[[Case], CaseData] | None = None
+                ) -> tuple[CaseData | None, str]:
+    """``(data, "")``, or ``(None, "inputs: <reason>")`` when the inputs are too large for this
+    machine (MemoryError: every point of the case says so). ``make`` defaults to
+    ``grid.make_data``, looked up at each call (the GPU check calls this on its threads)."""
+    if make is None:
+        from lnbench import grid
+
+        make = grid.make_data
+    try:
+        return make(case), ""
+    except MemoryError as e:  # inputs too large for this machine: every point says so
+        return None, f"inputs: {error_reason(e)}"
 
 
 def run_cases(

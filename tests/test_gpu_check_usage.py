@@ -145,13 +145,15 @@ def test_a_budget_too_small_to_start_says_why_nothing_was_measured(tmp_path: Pat
     assert "nothing measured" in rep["md"] and "] worker " not in rep["stdout"]
 
 
-OOM_INPUTS = '''
+def _failing_inputs(exc: str, why: str) -> str:
+    """Stand-in code making the inputs of the 128x512 case raise ``exc(why)``."""
+    return f'''
 if os.environ.get("LNBENCH_CPU_STANDS_IN_FOR_GPU") == "1":
     import lnbench.grid as G
     _make_data = G.make_data
     def make_data(case, *a, **k):
         if case.M == 128:
-            raise MemoryError("no room for the inputs of 128x512 (test)")
+            raise {exc}("{why}")
         return _make_data(case, *a, **k)
     G.make_data = make_data
 '''
@@ -161,18 +163,34 @@ def test_a_crash_outside_any_point_stops_at_its_first_repeat_and_exits_1(tmp_pat
                                                                           fake_gpu: Path) -> None:
     rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
         "--impl", "fake.ok", "--shape", "32x128", "--shape", "128x512"],
-        standin_extra=OOM_INPUTS)
+        standin_extra=_failing_inputs("RuntimeError", "a bug making 128x512 (test)"))
     assert rep["rc"] == 1, rep["stdout"]
-    assert "crashed outside any point" in rep["last"] and "MemoryError" in rep["last"]
+    assert "crashed outside any point" in rep["last"] and "RuntimeError" in rep["last"]
     # worker 1 measured 32x128 and died making 128x512's inputs; worker 2 died the same way
     assert len(re.findall(r"\] worker \d+$", rep["stdout"], re.M)) == 2
     assert "same failure again" in rep["stdout"]
     assert [(p["impl"], p["M"], p["status"]) for p in rep["points"]] == [("fake.ok", 32, "ok")]
     fail = rep["worker_failure"]
-    assert fail["reason"] == "MemoryError: no room for the inputs of 128x512 (test)"
+    assert fail["reason"] == "RuntimeError: a bug making 128x512 (test)"
     assert "make_data" in fail["traceback"] and len(rep["worker_crashes"]) == 2
     assert not rep["summary"]["fake.ok"]["meets_bar"]  # 128x512 never measured
     assert "crashed outside any point" in rep["md"] and fail["reason"] in rep["md"]
+
+
+def test_inputs_out_of_memory_are_that_cases_error_and_the_run_goes_on(tmp_path: Path,
+                                                                       fake_gpu: Path) -> None:
+    """As in the one case loop (lnbench.caseloop): inputs too large for the machine are an
+    error of every point of that case; the worker does not die, the other cases are measured."""
+    rep = _standin_run(tmp_path, fake_gpu, PLUGIN, [
+        "--impl", "fake.ok", "--shape", "128x512", "--shape", "32x128"],
+        standin_extra=_failing_inputs("MemoryError", "no room for the inputs of 128x512 (test)"))
+    assert rep["rc"] == 1, rep["stdout"]
+    got = {(p["impl"], p["M"]): p for p in rep["points"]}
+    assert got[("fake.ok", 32)]["status"] == "ok", got
+    err = got[("fake.ok", 128)]
+    assert err["status"] == "error"
+    assert err["reason"].startswith("inputs: out of memory") and "128x512 (test)" in err["reason"]
+    assert not rep["worker_crashes"], rep["worker_crashes"]
 
 
 def _interleave_order(n: int, rounds: int, seed: int) -> list[list[int]]:

@@ -11,8 +11,10 @@ releases the GIL), and each case once for all the tiers; the reference is made o
 timed interleaved (:mod:`lnbench.gpu.measure`). An exception in a point (out of memory, a
 wrong shape, a compile error) is that point's ``error``; a sticky CUDA error (illegal address,
 ...) ends the worker (exit 3) after its row, so that a new worker, without that implementation,
-goes on with a fresh CUDA context. Anything raised outside a point (a MemoryError making a
-case's inputs, a bug) is a ``worker_error`` row with the traceback's last line, then exit 1.
+goes on with a fresh CUDA context. Inputs too large for the machine (a MemoryError making
+them) are an ``error`` of every point of that case, as in the one case loop
+(:mod:`lnbench.caseloop`), and the worker goes on. Anything else raised outside a point (a bug)
+is a ``worker_error`` row with the traceback's last line, then exit 1.
 """
 
 from __future__ import annotations
@@ -121,19 +123,21 @@ class Worker:
                     work.append((case, todo))
         return work
 
-    def inputs(self, work: list[tuple[Any, list[Any]]], k: int) -> Any:
-        """The inputs of ``work[k]``'s case, the next cases' started on the threads."""
-        from lnbench.grid import make_data
+    def inputs(self, work: list[tuple[Any, list[Any]]], k: int) -> tuple[Any, str]:
+        """``(data, why)`` of ``work[k]``'s case (the case loop's
+        :func:`lnbench.caseloop.make_inputs`: data None and ``why`` when its inputs do not fit
+        in memory), the next cases' started on the threads."""
+        from lnbench.caseloop import make_inputs
 
         for j in range(k, min(len(work), k + PREFETCH + 1)):
             c = work[j][0]
             if c not in self.pending and time.time() < self.deadline:
-                self.pending[c] = self.pool.submit(make_data, c)
+                self.pending[c] = self.pool.submit(make_inputs, c)
         case = work[k][0]
-        data = self.pending[case].result()
+        got = self.pending[case].result()
         if all(case != c for c, _ in work[k + 1:]):
             del self.pending[case]
-        return data
+        return got
 
     def failed(self, rec: dict[str, Any], impl: Any, case: Any, wall_s: float) -> bool:
         """Emit an error point; True when it is a sticky CUDA error (a new worker goes on)."""
@@ -158,7 +162,12 @@ class Worker:
             for i in todo:
                 self.emit(rows.point(i, case, "skipped", BUDGET_SPENT))
             return 0
-        data = self.inputs(work, k)
+        data, why = self.inputs(work, k)
+        if data is None:  # inputs too large: every point of the case says so, the run goes on
+            for i in todo:
+                self.emit(rows.point(i, case, "error", why))
+                log(f"{i.name:14s} {case.name:28s} error   {why[:80]}")
+            return 0
         ready = self.prepare_all(case, data, todo)
         if ready is None:
             return STICKY_EXIT
