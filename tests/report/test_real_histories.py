@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from asv_histories import HISTORIES, unpack
 
-from lnbench.report.cli import main as cli_main
+from lnbench.cli import main as cli_main
 from lnbench.report.loader import LoadedResults, load_results, read_first_parent
 from lnbench.report.regressions import regression_report
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lnbench.cli import main
 from lnbench.report import synthetic as syn
-from lnbench.report.cli import main
 from lnbench.report.loader import load_results
 
 TIME = "bench_backward.Backward.time_backward"

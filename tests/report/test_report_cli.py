@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from lnbench.cli import dashboard as dashboard_cmd
+from lnbench.cli import main
+from lnbench.cli import report as report_cmd
 from lnbench.report import synthetic as syn
-from lnbench.report.cli import add_parsers, main
 
 CONTRACT_KEYS = {"benchmark", "params", "machine", "commit", "metric", "before", "after", "ratio"}
 
@@ -175,7 +177,8 @@ def test_add_parsers_in_host_cli(flat: Path, capsys: pytest.CaptureFixture[str])
     parser = argparse.ArgumentParser(prog="lnbench")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list")  # the host CLI has its own commands
-    add_parsers(sub)
+    report_cmd.configure(sub)  # the report and dashboard commands in a host CLI
+    dashboard_cmd.configure(sub)
     args = parser.parse_args(["report", "regressions", "--results", str(flat), "--format",
                               "json"])
     assert args.func(args) == 0
@@ -183,7 +186,7 @@ def test_add_parsers_in_host_cli(flat: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_module_entry_point(flat: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "lnbench.report.cli", "report", "regressions",
+    proc = subprocess.run([sys.executable, "-m", "lnbench", "report", "regressions",
                            "--results", str(flat), "--format", "json"],
                           capture_output=True, text=True, cwd=Path(__file__).parents[2],
                           timeout=120)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from asv_histories import REPO, unpack
 
+from lnbench.cli import main
 from lnbench.metrics import bytes_moved, elt_bytes
 from lnbench.report import synthetic as syn
-from lnbench.report.cli import main
 from lnbench.report.hardware import hardware_table
 from lnbench.report.loader import load_results
 

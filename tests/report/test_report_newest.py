@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lnbench.cli import main as cli_main
 from lnbench.report import synthetic as syn
-from lnbench.report.cli import main as cli_main
 from lnbench.report.loader import env_family, load_results
 from lnbench.report.regressions import regression_report
 
