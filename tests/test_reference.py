@@ -14,7 +14,7 @@ import mpmath
 import numpy as np
 import pytest
 import torch
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from lnbench.dtypes import DTYPES
@@ -276,11 +276,16 @@ PROP = settings(max_examples=40, deadline=None, database=None,
 @PROP
 @given(M=st.integers(1, 40), N=st.integers(1, 300), dtype=st.sampled_from(DTYPES),
        dist=st.sampled_from(DISTS))
+@example(M=35, N=5, dtype="float32", dist="offset")  # the mean's rounding is 1.1x the rest here
+@example(M=22, N=3, dtype="float32", dist="offset")
 def test_property_dx_rows_sum_to_zero_without_affine(M, N, dtype, dist):
     """γ = 1: Σ_j dx_ij = r·(Σg − N·mean(g) − Σx̂·mean(g·x̂)) = 0 exactly (Σ_j x̂_ij = 0).
 
-    Judged against the size of the terms that cancel, r·Σ_j(|g| + |mean g| + |x̂|·|mean g·x̂|):
-    one float64 rounding per entry plus long-double noise inside.
+    Judged against the size of the terms that cancel, r·Σ_j(|g| + |mean g| + |x̂|·|mean g·x̂|),
+    one float64 rounding per entry plus long-double noise inside, and against what the
+    reference's own mean leaves: Σ_j x̂_ij = r_i·N·(μ_i − μ̂_i) with |μ − μ̂| ≤ N·u·mean|x|, so
+    r_i·|mean g·x̂|·r_i·N·N·u·mean_j|x_ij| more (it matters on float32 `offset` rows of a few
+    columns, where μ is 1e4 times the spread).
     """
     data = make_data(Case(M, N, dtype, dist))
     dx, _, _ = reference_backward(data.dy, data.x, np.ones(N), data.eps)
@@ -290,10 +295,12 @@ def test_property_dx_rows_sum_to_zero_without_affine(M, N, dtype, dist):
     xhat = (x - mu) * r
     c = np.abs((g * xhat).mean(axis=1, keepdims=True))
     terms = r * (np.abs(g) + np.abs(g.mean(axis=1, keepdims=True)) + np.abs(xhat) * c)
+    mean_err = (r * c * r * N * N * np.abs(x).mean(axis=1, keepdims=True))[:, 0]
+    lim = 8 * U64 * (np.array([math.fsum(t) for t in terms]) + mean_err) + 1e-300
     for i in range(M):
-        assert abs(math.fsum(dx[i])) <= 8 * U64 * math.fsum(terms[i]) + 1e-300
+        assert abs(math.fsum(dx[i])) <= lim[i]
     # and the check can fail: dropping the mean(g) term leaves Σ_j dx_ij = r·Σ_j g_ij
     wrong = dx + r * g.mean(axis=1, keepdims=True)
     sums = np.array([abs(math.fsum(row)) for row in wrong])
     big = np.abs(g.sum(axis=1)) * r[:, 0] > 1e-6 * terms.sum(axis=1)
-    assert np.all(sums[big] > 8 * U64 * terms.sum(axis=1)[big])
+    assert np.all(sums[big] > lim[big])
