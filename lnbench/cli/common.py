@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lnbench.argtypes import OneLineParser, positive_float, positive_int  # noqa: F401
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
 PROG = "lnbench"
@@ -32,33 +34,10 @@ def error_line(message: str) -> str:
     return f"{PROG}: error: {' '.join(str(message).split())}"
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with its usage errors as the one line and exit 2."""
+class Parser(OneLineParser):
+    """argparse with its usage errors as the one line (:func:`error_line`) and exit 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, error_line(message) + "\n")
-
-
-def positive_float(value: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        x = float(value)
-    except ValueError:
-        x = float("nan")
-    if not x > 0 or x == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a positive number")
-    return x
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a positive integer")
-    return n
+    error_name = PROG
 
 
 # --- selection -----------------------------------------------------------------------------------

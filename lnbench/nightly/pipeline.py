@@ -65,6 +65,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lnbench.argtypes import OneLineParser, positive_int
+
 #: the checkout this package lives in (``pip install -e .``): its asv.conf.json and site/ are
 #: the defaults
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,9 +78,8 @@ class UsageError(Exception):
     """Bad usage or unreadable input: one line on stderr, exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        self.exit(EXIT_USAGE, f"nightly: error: {message}\n")
+class _Parser(OneLineParser):
+    error_name = "nightly"  # argparse's own errors: one line, exit 2
 
 
 def _regex(value: str) -> str:
@@ -87,16 +88,6 @@ def _regex(value: str) -> str:
     except re.error as e:
         raise argparse.ArgumentTypeError(f"{value!r} is not a regular expression: {e}") from None
     return value
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a positive integer")
-    return n
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -117,7 +108,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--range", metavar="SPEC",
                     help="back-fill: asv run SPEC (A..B, C^! or HASHFILE:FILE) in built "
                          "environments instead of this Python")
-    ap.add_argument("--steps", type=_positive_int, metavar="N",
+    ap.add_argument("--steps", type=positive_int, metavar="N",
                     help="with --range: at most N commits (a positive integer)")
     ap.add_argument("--keep-going", action="store_true",
                     help="after a failed asv run, still publish, build the dashboard and gate")

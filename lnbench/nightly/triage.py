@@ -98,6 +98,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lnbench.argtypes import OneLineParser
 from lnbench.nightly.bisection import _bisect, between, git, subject
 from lnbench.nightly.remeasure import AsvMeasure, Measure, StoredHistory
 from lnbench.nightly.render import gate, render_md
@@ -244,9 +245,8 @@ def triage(alarms: list[Alarm], measure: Measure, repo: Path, machine: str,
 # --- command line --------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_USAGE, f"triage: error: {message}\n")
+class _Parser(OneLineParser):
+    error_name = "triage"
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -38,6 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lnbench.argtypes import OneLineParser, positive_int
 from lnbench.report.evaluate import EvalSpec, evaluate, markdown_table
 
 
@@ -153,35 +154,24 @@ def real(results: str, first_parent: str | None) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        self.exit(2, f"bench-report: error: {message}\n")
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a positive integer")
-    return n
+class _Parser(OneLineParser):
+    error_name = "bench-report"  # argparse's own errors: one line, exit 2
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = _Parser(prog="scripts/bench-report", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
                     help="50 histories per cell (unless --series), no speed check")
-    ap.add_argument("--series", type=_positive_int, metavar="N",
+    ap.add_argument("--series", type=positive_int, metavar="N",
                     help="histories per cell (default 200, 50 with --quick)")
     ap.add_argument("--seed", type=int, metavar="S", help="evaluation seed (default 0)")
     ap.add_argument("--no-asv", action="store_true", help="skip asv's detector (slow)")
     ap.add_argument("--perf-only", action="store_true", help="only the speed check")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when a target of the evaluation is not met")
-    ap.add_argument("--commits", type=_positive_int, metavar="N",
+    ap.add_argument("--commits", type=positive_int, metavar="N",
                     help="commits in the speed tree (default 1800)")
-    ap.add_argument("--repeats", type=_positive_int, metavar="N",
+    ap.add_argument("--repeats", type=positive_int, metavar="N",
                     help="speed-check repeats (default 3)")
     ap.add_argument("--real", metavar="DIR",
                     help="only: lnbench and asv detection side by side on real results DIR")
