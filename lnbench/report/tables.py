@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lnbench.metrics import geomean
+
 BAR_MIN_ELEMENTS = 4 * 2**20  # the bar is defined at M·N ≥ 4Mi (docs/peers.md)
 SPEED_NEEDED = ("impl", "M", "N", "dtype", "status", "seconds", "gbps", "pct_copy")
 ACCURACY_NEEDED = ("impl", "N", "dtype", "dist", "grad", "rel_err", "status")
@@ -92,12 +94,6 @@ def load_run(path: str) -> tuple[dict, pd.DataFrame]:
         raise TableInputError(f"{path}: a record holds a non-numeric value: {e}") from None
     machine = doc.get("machine")
     return (machine if isinstance(machine, dict) else {}), df
-
-
-def geomean(s: pd.Series) -> float:
-    """Geometric mean of the finite, positive values (NaN when there are none)."""
-    s = s[np.isfinite(s) & (s > 0)]
-    return float(np.exp(np.log(s).mean())) if len(s) else float("nan")
 
 
 def _fmt(v: float, spec: str, suffix: str) -> str:
