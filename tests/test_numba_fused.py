@@ -60,8 +60,9 @@ def test_four_row_sweep_is_judged_ok(dtype: str) -> None:
 
 
 def test_rows_per_sweep_and_the_real_path_for_large_rows() -> None:
-    assert nf.rows_per_sweep(nf.GROUP_MIN_N - 1) == 1
-    assert nf.rows_per_sweep(nf.GROUP_MIN_N) == 4
+    assert nf.rows_per_sweep(nf.GROUP_MIN_N - 1, "bfloat16") == 1
+    assert nf.rows_per_sweep(nf.GROUP_MIN_N, "float16") == 4
+    assert nf.rows_per_sweep(5, "float32") == nf.rows_per_sweep(5, "float64") == 4
     rows = check_impl(get("numba.fused"), make_data(Case(19, nf.GROUP_MIN_N + 3, "bfloat16",
                                                           "offset")))
     assert all(r.status == "ok" for r in rows)
@@ -95,7 +96,7 @@ def test_the_thunk_never_compiles() -> None:
     assert set(nf.compiled_from_cache()) >= set(DTYPES)
 
 
-@pytest.mark.parametrize("N", [1023, 2050])  # one-row and four-row sweep
+@pytest.mark.parametrize("N", [1023, 2050])  # 16-bit: one-row and four-row sweep
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_bit_identical_across_calls_and_thread_counts(dtype: str, N: int) -> None:
     import numba
@@ -117,10 +118,12 @@ def test_bit_identical_across_calls_and_thread_counts(dtype: str, N: int) -> Non
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dbeta_is_the_fixed_block_order_sum(dtype: str) -> None:
-    """dβ bit for bit (one-row sweep): each block sums its rows in order, then blocks are added
-    in order 0..B−1."""
-    M, N = 100, 131
-    assert nf.rows_per_sweep(N) == 1
+    """dβ bit for bit: each block sums its rows in order (the four-row sweep adds
+    (dy0 + dy1) + (dy2 + dy3) per four rows, the rows left over one by one), then blocks are
+    added in order 0..B−1."""
+    M, N = 102, 131  # blocks of 17 rows: four groups of four and one row left over
+    G = nf.rows_per_sweep(N, dtype)
+    assert G == (1 if np_dtype(dtype).itemsize == 2 else 4)
     data = make_data(Case(M, N, dtype, "normal"))
     B = nf.n_blocks(M)
     assert B > 1
@@ -129,7 +132,11 @@ def test_dbeta_is_the_fixed_block_order_sum(dtype: str) -> None:
     parts = []
     for b in range(B):
         p = np.zeros(N, acc)
-        for i in range(b * M // B, (b + 1) * M // B):
+        i, end = b * M // B, (b + 1) * M // B
+        while G == 4 and i + 4 <= end:
+            p = p + ((dy[i] + dy[i + 1]) + (dy[i + 2] + dy[i + 3]))
+            i += 4
+        for i in range(i, end):
             p = p + dy[i]
         parts.append(p)
     total = parts[0]
@@ -138,6 +145,41 @@ def test_dbeta_is_the_fixed_block_order_sum(dtype: str) -> None:
     want = total.astype(np_dtype(dtype))
     _, _, db = nf.make(data)()
     assert np.array_equal(_bits(db), _bits(want))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_streamed_dx_changes_no_bit(dtype: str) -> None:
+    """Non-temporal dx stores (through the staging row) give the same bits as plain stores, on
+    both sweeps, with several blocks and rows left over after the groups of four."""
+    for M, N in [(37, 256), (203, 64), (1, 32)]:
+        data = make_data(Case(M, N, dtype, "outlier"))
+        args = nf._kernel_args(data.x, data.dy, data.gamma, data.mean, data.rstd, dtype)
+        for group in (1, 4):
+            plain = nf.fused_backward(*args, dtype, group=group, stream=False)
+            streamed = nf.fused_backward(*args, dtype, group=group, stream=True)
+            assert streamed[0].ctypes.data % nf.STREAM_ALIGN == 0
+            assert streamed[0].flags.c_contiguous and streamed[0].dtype == np_dtype(dtype)
+            for a, b in zip(plain, streamed, strict=True):
+                assert np.array_equal(_bits(a), _bits(b)), (dtype, M, N, group)
+
+
+def test_which_dx_is_streamed() -> None:
+    big = nf.STREAM_MIN_BYTES // 4 // 1024  # rows of 1024 float32 making STREAM_MIN_BYTES
+    assert nf.streams_dx(big, 1024, "float32") and nf.streams_dx(big // 2, 1024, "float64")
+    assert not nf.streams_dx(big - 1, 1024, "float32")  # small: stays in cache
+    assert not nf.streams_dx(big * 2, 1024, "bfloat16")  # 16-bit: never
+    assert not nf.streams_dx(big * 2, 1023, "float32")  # rows not whole 32-byte stores
+    x = np.ones((4, 9))
+    args = nf._kernel_args(x, x, x[0], x[:, :1], x[:, :1], "float32")
+    with pytest.raises(ValueError, match="32-byte"):
+        nf.fused_backward(*args, "float32", stream=True)
+
+
+def test_the_streamed_path_is_judged_ok() -> None:
+    M, N = nf.STREAM_MIN_BYTES // 4 // 1024, 1024
+    assert nf.streams_dx(M, N, "float32")
+    rows = check_impl(get("numba.fused"), make_data(Case(M, N, "float32", "offset")))
+    assert [r.status for r in rows] == ["ok"] * 3
 
 
 def test_block_count_depends_on_rows_only() -> None:

@@ -10,8 +10,12 @@ Strategy: rows are split into ``B = n_blocks(M)`` contiguous blocks of fixed ext
 here from M alone, never from the thread count); ``prange`` hands blocks to threads. Within a
 block, sweep 1 reads a row's x and dy once from memory, forming Σg and Σg·x̂ and adding dy·x̂ and
 dy into the block's own float32 (float64) partial rows of dγ/dβ; sweep 2 goes over the same row,
-now in L1/L2, recomputes x̂ and g and writes dx. For N ≥ GROUP_MIN_N sweep 1 takes four rows at a
-time, so the partial rows (then larger than L1) are read and written once per four rows. Finally
+now in L1/L2, recomputes x̂ and g and writes dx. Sweep 1 takes four rows at a time
+(:func:`rows_per_sweep`: always for 4- and 8-byte elements, for 16-bit ones from N ≥ GROUP_MIN_N),
+so the partial rows are read and written once per four rows and eight row streams are in flight
+instead of two. When dx is large (:func:`streams_dx`), sweep 2 writes each row into a small
+staging row that stays in L1 and copies it to dx with non-temporal 32-byte stores, so dx's cache
+lines are written to memory without first being read from it. Finally
 the B partial rows are summed per column in block order 0, 1, …, B−1. Every number therefore
 depends only on (M, N) and the inputs: bit-identical run to run and for any thread count or
 scheduling.
@@ -53,7 +57,9 @@ BITS_VIEW: dict[str, np.dtype] = {
 
 MAX_BLOCKS = 16  # most row blocks (rows of the dγ/dβ partial buffers); caps the threads used
 MIN_ROWS_PER_BLOCK = 16  # below this, fewer blocks: the partial rows cost more than they share
-GROUP_MIN_N = 2048  # from this row length on, sweep 1 takes rows in fours (see rows_per_sweep)
+GROUP_MIN_N = 2048  # 16-bit rows from this length on go through sweep 1 in fours (rows_per_sweep)
+STREAM_MIN_BYTES = 8 * 2**20  # dx of at least this size is written with non-temporal stores
+STREAM_ALIGN = 64  # dx's start when it is streamed (a cache line; the stores need 32)
 
 _COMPILE_SECONDS: dict[str, float] = {}
 _CACHE_HIT: dict[str, bool] = {}
@@ -69,9 +75,20 @@ def n_blocks(M: int) -> int:
     return max(1, min(MAX_BLOCKS, M // MIN_ROWS_PER_BLOCK, M))
 
 
-def rows_per_sweep(N: int) -> int:
-    """Rows sweep 1 takes at once: 4 when the partial rows outgrow L1 (N ≥ GROUP_MIN_N), else 1."""
-    return 4 if N >= GROUP_MIN_N else 1
+def rows_per_sweep(N: int, dtype: str) -> int:
+    """Rows sweep 1 takes at once: 4 for 4- and 8-byte elements, and for 16-bit rows of
+    N ≥ GROUP_MIN_N (whose partial rows outgrow L1); 1 for shorter 16-bit rows, where the
+    one-row sweep is faster (docs/cpu-kernels.md)."""
+    return 4 if np_dtype(dtype).itemsize >= 4 or N >= GROUP_MIN_N else 1
+
+
+def streams_dx(M: int, N: int, dtype: str) -> bool:
+    """Whether dx is written with non-temporal stores: for 4- and 8-byte elements when dx has at
+    least STREAM_MIN_BYTES and a row is a whole number of 32-byte stores (every row then starts
+    32-byte aligned). A small dx stays in cache for whatever reads it next; 16-bit rows pay more
+    for the staging copy than the stores save (docs/cpu-kernels.md)."""
+    elt = np_dtype(dtype).itemsize
+    return elt >= 4 and M * N * elt >= STREAM_MIN_BYTES and (N * elt) % 32 == 0
 
 
 # --- the kernel -----------------------------------------------------------------------------------
@@ -90,26 +107,43 @@ def _store(f, like):  # pragma: no cover - replaced by a Numba overload
     raise NotImplementedError
 
 
-def _sweep1(xr, dyr, gamma, mu, r, pg, pb, zero):  # pragma: no cover - overloaded
+def _sweep1(x, dy, i, gamma, mean, rstd, pg, pb, zero):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
-def _sweep1x4(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, mu2, r2, mu3, r3,
-              pg, pb, zero):  # pragma: no cover - overloaded
+def _sweep1x4(x, dy, i, gamma, mean, rstd, pg, pb, zero):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
-def _sweep2(xr, dyr, gamma, mu, r, mg, mgx, dxr):  # pragma: no cover - overloaded
+def _sweep2(x, dy, i, gamma, mu, r, mg, mgx, out, o):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
-def _sweep1_impl(xr, dyr, gamma, mu, r, pg, pb, zero):
-    """Sweep 1 of one row: returns Σg, Σg·x̂; adds dy·x̂ and dy into the block's partial rows."""
+def _dx_row(x, dy, i, gamma, mu, r, mg, mgx, dx, stage, b, E):  # pragma: no cover - overloaded
+    raise NotImplementedError
+
+
+def _nt_store32(dst, i, j, src, b, k):  # pragma: no cover - replaced by a Numba intrinsic
+    raise NotImplementedError
+
+
+def _store_fence():  # pragma: no cover - replaced by a Numba intrinsic
+    raise NotImplementedError
+
+
+# The sweeps index the 2-D arrays by (row, column) rather than taking row views: every view
+# (``x[i]``) costs Numba two reference-count updates, which at N = 64 were most of the time.
+
+
+def _sweep1_impl(x, dy, i, gamma, mean, rstd, pg, pb, zero):
+    """Sweep 1 of row i: returns Σg, Σg·x̂; adds dy·x̂ and dy into the block's partial rows."""
+    mu = mean[i]
+    r = rstd[i]
     sg = zero
     sgx = zero
-    for j in range(xr.shape[0]):
-        xh = (_load(xr[j]) - mu) * r
-        d = _load(dyr[j])
+    for j in range(x.shape[1]):
+        xh = (_load(x[i, j]) - mu) * r
+        d = _load(dy[i, j])
         g = d * _load(gamma[j])
         sg += g
         sgx += g * xh
@@ -118,10 +152,11 @@ def _sweep1_impl(xr, dyr, gamma, mu, r, pg, pb, zero):
     return sg, sgx
 
 
-def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, mu2, r2, mu3, r3,
-                   pg, pb, zero):
-    """Sweep 1 of four rows at once: the partial rows pg/pb are read and written once per four
-    rows instead of once per row (they no longer fit in L1 when N is large)."""
+def _sweep1x4_impl(x, dy, i, gamma, mean, rstd, pg, pb, zero):
+    """Sweep 1 of rows i..i+3 at once: the partial rows pg/pb are read and written once per four
+    rows instead of once per row, and eight row streams are read at the same time."""
+    mu0, mu1, mu2, mu3 = mean[i], mean[i + 1], mean[i + 2], mean[i + 3]
+    r0, r1, r2, r3 = rstd[i], rstd[i + 1], rstd[i + 2], rstd[i + 3]
     s0 = zero
     s0x = zero
     s1 = zero
@@ -130,19 +165,19 @@ def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, 
     s2x = zero
     s3 = zero
     s3x = zero
-    for j in range(x0.shape[0]):
+    for j in range(x.shape[1]):
         gm = _load(gamma[j])
-        xh0 = (_load(x0[j]) - mu0) * r0
-        d0 = _load(dy0[j])
+        xh0 = (_load(x[i, j]) - mu0) * r0
+        d0 = _load(dy[i, j])
         g0 = d0 * gm
-        xh1 = (_load(x1[j]) - mu1) * r1
-        d1 = _load(dy1[j])
+        xh1 = (_load(x[i + 1, j]) - mu1) * r1
+        d1 = _load(dy[i + 1, j])
         g1 = d1 * gm
-        xh2 = (_load(x2[j]) - mu2) * r2
-        d2 = _load(dy2[j])
+        xh2 = (_load(x[i + 2, j]) - mu2) * r2
+        d2 = _load(dy[i + 2, j])
         g2 = d2 * gm
-        xh3 = (_load(x3[j]) - mu3) * r3
-        d3 = _load(dy3[j])
+        xh3 = (_load(x[i + 3, j]) - mu3) * r3
+        d3 = _load(dy[i + 3, j])
         g3 = d3 * gm
         s0 += g0
         s0x += g0 * xh0
@@ -157,15 +192,28 @@ def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, 
     return s0, s0x, s1, s1x, s2, s2x, s3, s3x
 
 
-def _sweep2_impl(xr, dyr, gamma, mu, r, mg, mgx, dxr):
-    """Sweep 2 of one row (x, dy now in L1/L2): dx = r·(g − mean(g) − x̂·mean(g·x̂)), strict IEEE."""
-    for j in range(xr.shape[0]):
-        xh = (_load(xr[j]) - mu) * r
-        g = _load(dyr[j]) * _load(gamma[j])
-        dxr[j] = _store(r * (g - mg - xh * mgx), dxr)
+def _sweep2_impl(x, dy, i, gamma, mu, r, mg, mgx, out, o):
+    """Sweep 2 of row i (x, dy now in L1/L2) into row o of ``out``:
+    dx = r·(g − mean(g) − x̂·mean(g·x̂)), strict IEEE."""
+    for j in range(x.shape[1]):
+        xh = (_load(x[i, j]) - mu) * r
+        g = _load(dy[i, j]) * _load(gamma[j])
+        out[o, j] = _store(r * (g - mg - xh * mgx), out)
 
 
-def _backward_kernel(x, dy, gamma, mean, rstd, nf, B, G, C, dx, pdg, pdb, dgamma, dbeta):
+def _dx_row_impl(x, dy, i, gamma, mu, r, mg, mgx, dx, stage, b, E):
+    """Sweep 2 into dx's row i; with E > 0 (streamed dx) into the block's staging row b (in L1),
+    then E elements (32 bytes) at a time to dx with non-temporal stores."""
+    if E == 0:
+        _sweep2(x, dy, i, gamma, mu, r, mg, mgx, dx, i)
+    else:
+        _sweep2(x, dy, i, gamma, mu, r, mg, mgx, stage, b)
+        for j in range(0, x.shape[1], E):
+            _nt_store32(dx, i, j, stage, b, j)
+
+
+def _backward_kernel(x, dy, gamma, mean, rstd, nf, B, G, C, E, dx, stage, pdg, pdb, dgamma,
+                     dbeta):
     M, N = x.shape
     zero = nf - nf
     for b in prange(B):  # one block of rows at a time; block extents depend on M and B only
@@ -179,22 +227,22 @@ def _backward_kernel(x, dy, gamma, mean, rstd, nf, B, G, C, dx, pdg, pdb, dgamma
         i = r0
         if G == 4:  # rows in fours (the last < 4 rows of the block one by one)
             while i + 4 <= r1:
-                s0, s0x, s1, s1x, s2, s2x, s3, s3x = _sweep1x4(
-                    x[i], dy[i], x[i + 1], dy[i + 1], x[i + 2], dy[i + 2], x[i + 3], dy[i + 3],
-                    gamma, mean[i], rstd[i], mean[i + 1], rstd[i + 1], mean[i + 2], rstd[i + 2],
-                    mean[i + 3], rstd[i + 3], pg, pb, zero)
-                _sweep2(x[i], dy[i], gamma, mean[i], rstd[i], s0 / nf, s0x / nf, dx[i])
-                _sweep2(x[i + 1], dy[i + 1], gamma, mean[i + 1], rstd[i + 1], s1 / nf, s1x / nf,
-                        dx[i + 1])
-                _sweep2(x[i + 2], dy[i + 2], gamma, mean[i + 2], rstd[i + 2], s2 / nf, s2x / nf,
-                        dx[i + 2])
-                _sweep2(x[i + 3], dy[i + 3], gamma, mean[i + 3], rstd[i + 3], s3 / nf, s3x / nf,
-                        dx[i + 3])
+                s0, s0x, s1, s1x, s2, s2x, s3, s3x = _sweep1x4(x, dy, i, gamma, mean, rstd, pg,
+                                                               pb, zero)
+                _dx_row(x, dy, i, gamma, mean[i], rstd[i], s0 / nf, s0x / nf, dx, stage, b, E)
+                _dx_row(x, dy, i + 1, gamma, mean[i + 1], rstd[i + 1], s1 / nf, s1x / nf, dx,
+                        stage, b, E)
+                _dx_row(x, dy, i + 2, gamma, mean[i + 2], rstd[i + 2], s2 / nf, s2x / nf, dx,
+                        stage, b, E)
+                _dx_row(x, dy, i + 3, gamma, mean[i + 3], rstd[i + 3], s3 / nf, s3x / nf, dx,
+                        stage, b, E)
                 i += 4
         while i < r1:
-            sg, sgx = _sweep1(x[i], dy[i], gamma, mean[i], rstd[i], pg, pb, zero)
-            _sweep2(x[i], dy[i], gamma, mean[i], rstd[i], sg / nf, sgx / nf, dx[i])
+            sg, sgx = _sweep1(x, dy, i, gamma, mean, rstd, pg, pb, zero)
+            _dx_row(x, dy, i, gamma, mean[i], rstd[i], sg / nf, sgx / nf, dx, stage, b, E)
             i += 1
+        if E != 0:
+            _store_fence()  # the streamed rows are in memory before the block counts as done
     # dγ, dβ: sum the B partial rows column by column in block order; the C column chunks may
     # be split any way (one per thread) without changing a bit
     for c in prange(C):
@@ -280,12 +328,70 @@ def _conversions() -> tuple[Any, Any, Any, Any]:
     return bf16_to_f32, f32_to_bf16, f16_to_f32, f32_to_f16
 
 
+def _streaming() -> tuple[Any, Any]:
+    """``nt_store32(dst, j, src, k)``: the 32 bytes at ``src[k]`` to ``dst[j]`` with one
+    non-temporal store (``dst[j]`` must be 32-byte aligned; x86: ``vmovntps``), and
+    ``store_fence()``: orders those stores before what follows (x86 ``sfence``; elsewhere a
+    sequentially consistent fence)."""
+    import platform
+
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    i32 = ir.IntType(32)
+    v8 = ir.VectorType(i32, 8)
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+    @intrinsic
+    def nt_store32(typingctx, dst, i, j, src, b, k):
+        if not (isinstance(dst, types.Array) and isinstance(src, types.Array)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            d = context.make_array(sig.args[0])(context, builder, args[0])
+            s = context.make_array(sig.args[3])(context, builder, args[3])
+            pd = cgutils.get_item_pointer(context, builder, sig.args[0], d, args[1:3])
+            ps = cgutils.get_item_pointer(context, builder, sig.args[3], s, args[4:6])
+            val = builder.load(builder.bitcast(ps, v8.as_pointer()), align=1)
+            st = builder.store(val, builder.bitcast(pd, v8.as_pointer()), align=32)
+            st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(i32, 1)]))
+            return context.get_dummy_value()
+
+        return types.void(dst, i, j, src, b, k), codegen
+
+    @intrinsic
+    def store_fence(typingctx):
+        def codegen(context, builder, sig, args):
+            if x86:
+                fnty = ir.FunctionType(ir.VoidType(), [])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse.sfence")
+                builder.call(fn, [])
+            else:
+                builder.fence("seq_cst")
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    return nt_store32, store_fence
+
+
 def _register_overloads() -> None:
     """``_load``/``_store`` over the conversions, and the sweeps' compile options."""
     from numba import types
     from numba.extending import overload
 
     bf16_to_f32, f32_to_bf16, f16_to_f32, f32_to_f16 = _conversions()
+    nt_store32, store_fence = _streaming()
+
+    @overload(_nt_store32, inline="always")
+    def _ol_nt_store32(dst, i, j, src, b, k):
+        return lambda dst, i, j, src, b, k: nt_store32(dst, i, j, src, b, k)
+
+    @overload(_store_fence, inline="always")
+    def _ol_store_fence():
+        return lambda: store_fence()
 
     @overload(_load, inline="always")
     def _ol_load(v):
@@ -313,17 +419,20 @@ def _register_overloads() -> None:
     reassoc = {"fastmath": {"reassoc"}}
 
     @overload(_sweep1, jit_options=reassoc)
-    def _ol_sweep1(xr, dyr, gamma, mu, r, pg, pb, zero):
+    def _ol_sweep1(x, dy, i, gamma, mean, rstd, pg, pb, zero):
         return _sweep1_impl
 
     @overload(_sweep1x4, jit_options=reassoc)
-    def _ol_sweep1x4(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, mu2, r2, mu3,
-                     r3, pg, pb, zero):
+    def _ol_sweep1x4(x, dy, i, gamma, mean, rstd, pg, pb, zero):
         return _sweep1x4_impl
 
     @overload(_sweep2)
-    def _ol_sweep2(xr, dyr, gamma, mu, r, mg, mgx, dxr):
+    def _ol_sweep2(x, dy, i, gamma, mu, r, mg, mgx, out, o):
         return _sweep2_impl
+
+    @overload(_dx_row)
+    def _ol_dx_row(x, dy, i, gamma, mu, r, mg, mgx, dx, stage, b, E):
+        return _dx_row_impl
 
 
 @functools.cache
@@ -381,29 +490,44 @@ def _kernel_args(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.ndar
 
 def fused_backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
                    rstd: np.ndarray, dtype: str, *, blocks: int | None = None,
-                   group: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   group: int | None = None, stream: bool | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One backward on inputs prepared by :func:`_kernel_args`; outputs (fresh arrays) in ``dtype``.
 
     ``blocks`` and ``group`` (1 or 4) override :func:`n_blocks` and :func:`rows_per_sweep` (tests
-    and experiments; the results then depend on them instead).
+    and experiments; dγ/dβ then depend on them instead); ``stream`` overrides
+    :func:`streams_dx` (it changes no bit of the results).
     """
     kernel, num_threads = _build()
     M, N = x.shape
     B = n_blocks(M) if blocks is None else blocks
-    G = rows_per_sweep(N) if group is None else group
+    G = rows_per_sweep(N, dtype) if group is None else group
     if G not in (1, 4) or not 1 <= B <= M:
         raise ValueError(f"group must be 1 or 4 and 1 <= blocks <= M; got {group=}, {blocks=}")
+    view = x.dtype
+    if stream is None:
+        stream = streams_dx(M, N, dtype)
+    elif stream and (N * view.itemsize) % 32:
+        raise ValueError(f"stream needs rows of whole 32-byte stores; got N={N} of {view}")
     C = max(1, min(num_threads(), N // 64))
     acc = mean.dtype
-    view = x.dtype
-    dx = np.empty((M, N), view)
+    dx = _aligned_empty(M * N, view).reshape(M, N) if stream else np.empty((M, N), view)
+    stage = np.empty((B, N) if stream else (B, 0), view)
     pdg = np.empty((B, N), acc)
     pdb = np.empty((B, N), acc)
     dg = np.empty(N, view)
     db = np.empty(N, view)
-    kernel(x, dy, gamma, mean, rstd, acc.type(N), B, G, C, dx, pdg, pdb, dg, db)
+    E = 32 // view.itemsize if stream else 0
+    kernel(x, dy, gamma, mean, rstd, acc.type(N), B, G, C, E, dx, stage, pdg, pdb, dg, db)
     out = np_dtype(dtype)
     return dx.view(out), dg.view(out), db.view(out)
+
+
+def _aligned_empty(n: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised 1-D array of n elements starting at a STREAM_ALIGN-byte boundary."""
+    buf = np.empty(n * dtype.itemsize + STREAM_ALIGN, np.uint8)
+    off = -buf.ctypes.data % STREAM_ALIGN
+    return buf[off:off + n * dtype.itemsize].view(dtype)
 
 
 def warm_up(dtype: str) -> float:
