@@ -142,6 +142,37 @@ def test_speed_table_bar_impl_judges_the_bar(speed_json: Path, tmp_path: Path) -
         one_line(report("speed", str(speed_json), "--bar-copy", bad), "--bar-copy")
 
 
+def test_speed_table_bar_every_point_against_the_fastest_peer(tmp_path: Path) -> None:
+    """--bar-every-point: every point with M·N >= 4Mi on its own, against the fastest peer there;
+    one point behind one peer is enough to miss it."""
+    recs = []
+    for M, N, dtype, ahead in ((4096, 1024, "float32", 1.2), (2048, 2048, "bfloat16", 0.9)):
+        t = _record("fast.v1", M, N, dtype, 1.0)["gbps"] / (0.95 * 40.0)  # 95 % of copy
+        recs += [_record("fast.v1", M, N, dtype, t),
+                 _record("torch.native", M, N, dtype, 3 * t),
+                 _record("torch.compile", M, N, dtype, ahead * t)]
+    recs.append(_record("fast.v1", 64, 1024, "float32", 1.0))  # below 4Mi: not judged
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run_doc(recs)))
+    proc = report("speed", str(path), "--bar-impl", "fast.v1", "--bar-every-point")
+    assert proc.returncode == 0, proc.stderr  # default peer: the baseline, 3x slower
+    assert proc.stdout.strip().endswith("meets it at 2 of 2 — met.")
+    proc = report("speed", str(path), "--bar-impl", "fast.v1", "--bar-every-point",
+                  "--bar-peer", "torch.native", "--bar-peer", "torch.compile")
+    assert proc.returncode == 1, proc.stderr
+    rows = {r.split("|")[1].strip(): r for r in proc.stdout.splitlines() if "| 4096×" in r
+            or "| 2048×" in r}
+    assert "torch.compile" in rows["2048×2048 bfloat16"] and "0.90×" in rows["2048×2048 bfloat16"]
+    assert rows["2048×2048 bfloat16"].rstrip(" |").endswith("MISSED")
+    assert "1.20×" in rows["4096×1024 float32"] and "| met" in rows["4096×1024 float32"]
+    assert "meets it at 1 of 2 — MISSED" in proc.stdout
+    proc = report("speed", str(path), "--bar-impl", "fast.v1", "--bar-every-point",
+                  "--bar-copy", "96")
+    assert proc.returncode == 1 and "meets it at 0 of 2" in proc.stdout, proc.stderr
+    one_line(report("speed", str(path), "--bar-impl", "fast.v1", "--bar-every-point",
+                    "--bar-peer", "nope"), "--bar-peer nope", "torch.compile")
+
+
 def test_speed_table_unknown_baseline_or_bar_impl_lists_what_is_there(speed_json: Path) -> None:
     line = one_line(report("speed", str(speed_json), "--baseline", "nope"),
                     "--baseline nope", "fast.v1", "torch.native")

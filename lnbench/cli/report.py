@@ -153,15 +153,23 @@ def run_hardware(args: argparse.Namespace) -> int:
 
 def run_speed(args: argparse.Namespace) -> int:
     """``lnbench report speed``: the table, then (``--bar-impl``) the bar's line."""
-    from lnbench.report.tables import TableInputError, speed_bar, speed_table
+    from lnbench.report.tables import (TableInputError, speed_bar, speed_bar_points,
+                                       speed_table)
 
     try:
         table = speed_table(args.path, baseline=args.baseline, bar_impl=args.bar_impl)
         print(table.text, end="")
         if args.bar_impl is None:
             return EXIT_OK
-        line, met = speed_bar(table, args.bar_impl, bar_copy=args.bar_copy,
-                              bar_speedup=args.bar_speedup)
+        if args.bar_every_point:
+            line, met = speed_bar_points(
+                table, args.bar_impl, args.bar_peer or [args.baseline],
+                bar_copy=90.0 if args.bar_copy is None else args.bar_copy,
+                bar_speedup=1.0 if args.bar_speedup is None else args.bar_speedup)
+        else:
+            line, met = speed_bar(
+                table, args.bar_impl, bar_copy=70.0 if args.bar_copy is None else args.bar_copy,
+                bar_speedup=2.0 if args.bar_speedup is None else args.bar_speedup)
     except TableInputError as e:
         raise UsageError(str(e)) from None
     print(line)
@@ -239,17 +247,26 @@ def _speed_parser(rsub: Any) -> None:
                     "GB/s (%% of the run's measured copy bandwidth), ✗ = failed the judge, ~ = "
                     "noisy. Last columns: geometric means of %% copy and of the speed-up over "
                     "--baseline. --bar-impl judges IMPL against the bar (geometric means over "
-                    "points with M·N >= 4Mi) and exits 1 when it is missed. See "
+                    "points with M·N >= 4Mi; with --bar-every-point, at each such point against "
+                    "the fastest --bar-peer there) and exits 1 when it is missed. See "
                     "docs/speed.md.")
     sp.add_argument("path", metavar="FILE.json", help="`lnbench run --out FILE.json` output")
     sp.add_argument("--baseline", default="torch.native", metavar="IMPL",
                     help="speed-ups are over this implementation (default torch.native)")
     sp.add_argument("--bar-impl", metavar="IMPL",
                     help="judge IMPL against the bar; exit 1 when it is missed")
-    sp.add_argument("--bar-copy", type=positive_float, default=70.0, metavar="PCT",
-                    help="the bar's geometric mean %% of copy (default 70)")
-    sp.add_argument("--bar-speedup", type=positive_float, default=2.0, metavar="X",
-                    help="the bar's geometric mean speed-up over --baseline (default 2)")
+    sp.add_argument("--bar-copy", type=positive_float, default=None, metavar="PCT",
+                    help="the bar's %% of copy (default 70 as a geometric mean; 90 at every "
+                         "point)")
+    sp.add_argument("--bar-speedup", type=positive_float, default=None, metavar="X",
+                    help="the bar's speed-up (default 2 over --baseline as a geometric mean; "
+                         "1.0 over the fastest --bar-peer at every point)")
+    sp.add_argument("--bar-every-point", action="store_true",
+                    help="judge the bar at every point with M·N >= 4Mi instead of on geometric "
+                         "means (the CPU bar of docs/peers.md)")
+    sp.add_argument("--bar-peer", action="append", metavar="IMPL",
+                    help="with --bar-every-point: a peer to beat (repeatable; default "
+                         "--baseline); at each point the fastest of them counts")
     sp.set_defaults(func=run_speed)
 
 

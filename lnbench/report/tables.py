@@ -12,7 +12,8 @@ fast the machine happened to be. Implementations with no measured point (every r
 ``error`` or ``skipped``) are named below the table with their status. The bar
 (docs/cpu-kernels.md, docs/speed.md): geometric mean ≥ ``bar_copy`` % of copy (default 70) and
 ≥ ``bar_speedup`` × the baseline (default 2) over the points with M·N ≥ 4Mi = 4,194,304, where
-the bar is defined.
+the bar is defined; :func:`speed_bar_points` judges the CPU bar at every such point instead
+(≥ 90 % of copy and ≥ 1.0× the fastest peer there, by default).
 
 **Accuracy table.** Rows: implementations; columns: distribution × dtype; cell: worst rel_err
 of GRAD (dx, dgamma or dbeta) over the shapes with N ≥ MIN_N. ✗ marks a judged failure of any
@@ -186,6 +187,51 @@ def speed_bar(table: SpeedTable, bar_impl: str, bar_copy: float = 70.0,
     return (f"\nBar (≥ {bar_copy:g} % of copy and ≥ {bar_speedup:g}× {b}, geometric means "
             f"over {len(mine)} point(s) with M·N ≥ 4Mi): {bar_impl} {_fmt(pct, '.0f', ' %')} "
             f"of copy, {_fmt(sp, '.2f', '×')} {b} — {'met' if met else 'MISSED'}."), met
+
+
+def speed_bar_points(table: SpeedTable, bar_impl: str, peers: list[str],
+                     bar_copy: float = 90.0, bar_speedup: float = 1.0) -> tuple[str, bool]:
+    """The bar at every point (docs/peers.md, the CPU bar): at each point with M·N ≥ 4Mi,
+    ``bar_impl`` at ≥ ``bar_copy`` % of copy and ≥ ``bar_speedup`` × the fastest of ``peers``
+    measured at that point, both from the same run. Returns a Markdown table (one row per
+    point, ``~`` where either figure was measured under interference) with a last line, and
+    whether every point met it."""
+    df = table.points
+    big = df[df.M * df.N >= BAR_MIN_ELEMENTS]
+    mine = big[big.impl == bar_impl].set_index("point")
+    if mine.empty:
+        raise TableInputError(f"--bar-impl {bar_impl}: no measured point with M·N ≥ 4Mi "
+                              f"({BAR_MIN_ELEMENTS:,}) in {table.path}: the bar is not defined "
+                              f"there")
+    missing = [p for p in peers if p not in set(df.impl)]
+    if missing:
+        raise TableInputError(f"--bar-peer {missing[0]}: no measured point in {table.path}; "
+                              f"measured implementations: {', '.join(sorted(set(df.impl)))}")
+    rows, met_all, noisy = [], True, 0
+    for point, r in mine.iterrows():
+        at = big[(big.point == point) & big.impl.isin(peers)]
+        if at.empty:
+            rows.append((point, f"{r.gbps:.1f} ({_fmt(r.pct_copy, '.0f', '%')})", "–", "–",
+                         "no peer measured"))
+            met_all = False
+            continue
+        best = at.loc[at.seconds.idxmin()]
+        ratio = best.seconds / r.seconds
+        ok = bool(r.pct_copy >= bar_copy and ratio >= bar_speedup)
+        rough = "noisy" in (r.status, best.status)
+        noisy += rough
+        met_all &= ok
+        rows.append((point, f"{r.gbps:.1f} ({_fmt(r.pct_copy, '.0f', '%')})",
+                     f"{best.impl} {best.gbps:.1f}", f"{ratio:.2f}×",
+                     ("met" if ok else "MISSED") + (" ~" if rough else "")))
+    out = pd.DataFrame(rows, columns=["point", f"{bar_impl} GB/s (% copy)", "fastest peer GB/s",
+                                      "× fastest peer", "bar"])
+    n_met = sum(row[-1].startswith("met") for row in rows)
+    line = (f"\nBar at every point (≥ {bar_copy:g} % of copy and ≥ {bar_speedup:g}× the "
+            f"fastest of {', '.join(peers)}, at each of {len(rows)} point(s) with M·N ≥ 4Mi): "
+            f"{bar_impl} meets it at {n_met} of {len(rows)} — {'met' if met_all else 'MISSED'}"
+            + (f"; ~ {noisy} point(s) measured under interference." if noisy else "."))
+    return "\n" + out.to_markdown(index=False) + "\n" + line, met_all
 
 
 def load_check(path: str) -> pd.DataFrame:
