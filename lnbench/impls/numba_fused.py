@@ -512,7 +512,7 @@ def fused_backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.nd
     C = max(1, min(num_threads(), N // 64))
     acc = mean.dtype
     dx = _aligned_empty(M * N, view).reshape(M, N) if stream else np.empty((M, N), view)
-    stage = np.empty((B, N) if stream else (B, 0), view)
+    stage = np.empty((B, N), view) if stream else dx  # dx stands in: never written then
     pdg = np.empty((B, N), acc)
     pdb = np.empty((B, N), acc)
     dg = np.empty(N, view)
