@@ -136,8 +136,8 @@ def test_dbeta_is_the_fixed_block_order_sum(dtype: str) -> None:
         while G == 4 and i + 4 <= end:
             p = p + ((dy[i] + dy[i + 1]) + (dy[i + 2] + dy[i + 3]))
             i += 4
-        for i in range(i, end):
-            p = p + dy[i]
+        for k in range(i, end):
+            p = p + dy[k]
         parts.append(p)
     total = parts[0]
     for p in parts[1:]:

@@ -153,8 +153,7 @@ def run_hardware(args: argparse.Namespace) -> int:
 
 def run_speed(args: argparse.Namespace) -> int:
     """``lnbench report speed``: the table, then (``--bar-impl``) the bar's line."""
-    from lnbench.report.tables import (TableInputError, speed_bar, speed_bar_points,
-                                       speed_table)
+    from lnbench.report.tables import TableInputError, speed_bar, speed_bar_points, speed_table
 
     try:
         table = speed_table(args.path, baseline=args.baseline, bar_impl=args.bar_impl)
