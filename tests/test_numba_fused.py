@@ -62,7 +62,8 @@ def test_four_row_sweep_is_judged_ok(dtype: str) -> None:
 def test_rows_per_sweep_and_the_real_path_for_large_rows() -> None:
     assert nf.rows_per_sweep(nf.GROUP_MIN_N - 1, "bfloat16") == 1
     assert nf.rows_per_sweep(nf.GROUP_MIN_N, "float16") == 4
-    assert nf.rows_per_sweep(5, "float32") == nf.rows_per_sweep(5, "float64") == 4
+    assert nf.rows_per_sweep(nf.SHORT_N, "float32") == nf.rows_per_sweep(nf.SHORT_N, "float64") == 4
+    assert nf.rows_per_sweep(nf.SHORT_N - 1, "float32") == 1
     rows = check_impl(get("numba.fused"), make_data(Case(19, nf.GROUP_MIN_N + 3, "bfloat16",
                                                           "offset")))
     assert all(r.status == "ok" for r in rows)
@@ -116,14 +117,15 @@ def test_bit_identical_across_calls_and_thread_counts(dtype: str, N: int) -> Non
         numba.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("N", [131, 300])  # 4- and 8-byte: one-row and four-row sweep
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_dbeta_is_the_fixed_block_order_sum(dtype: str) -> None:
+def test_dbeta_is_the_fixed_block_order_sum(dtype: str, N: int) -> None:
     """dβ bit for bit: each block sums its rows in order (the four-row sweep adds
     (dy0 + dy1) + (dy2 + dy3) per four rows, the rows left over one by one), then blocks are
     added in order 0..B−1."""
-    M, N = 102, 131  # blocks of 17 rows: four groups of four and one row left over
+    M = 102  # blocks of 17 rows: four groups of four and one row left over
     G = nf.rows_per_sweep(N, dtype)
-    assert G == (1 if np_dtype(dtype).itemsize == 2 else 4)
+    assert G == (4 if np_dtype(dtype).itemsize >= 4 and N == 300 else 1)
     data = make_data(Case(M, N, dtype, "normal"))
     B = nf.n_blocks(M)
     assert B > 1
@@ -169,6 +171,7 @@ def test_which_dx_is_streamed() -> None:
     assert not nf.streams_dx(big - 1, 1024, "float32")  # small: stays in cache
     assert not nf.streams_dx(big * 2, 1024, "bfloat16")  # 16-bit: never
     assert not nf.streams_dx(big * 2, 1023, "float32")  # rows not whole 32-byte stores
+    assert not nf.streams_dx(big * 64, 64, "float32")  # short rows
     x = np.ones((4, 9))
     args = nf._kernel_args(x, x, x[0], x[:, :1], x[:, :1], "float32")
     with pytest.raises(ValueError, match="32-byte"):
