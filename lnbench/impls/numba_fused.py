@@ -70,7 +70,7 @@ _LOCK = threading.Lock()
 # Rebound to ``numba.prange`` by _build() before the kernel is compiled; a plain ``range`` until
 # then so that importing this module (``lnbench list``) does not import Numba.
 prange = range
-STREAM = False  # which dx path a compiled kernel holds (a compile-time constant: see _build)
+STREAM = False  # which dx path a compiled kernel holds (a compile-time constant: _streamed_kernel)
 
 
 def n_blocks(M: int) -> int:
