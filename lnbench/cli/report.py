@@ -160,15 +160,13 @@ def run_speed(args: argparse.Namespace) -> int:
         print(table.text, end="")
         if args.bar_impl is None:
             return EXIT_OK
-        if args.bar_every_point:
-            line, met = speed_bar_points(
-                table, args.bar_impl, args.bar_peer or [args.baseline],
-                bar_copy=90.0 if args.bar_copy is None else args.bar_copy,
-                bar_speedup=1.0 if args.bar_speedup is None else args.bar_speedup)
+        given = {k: v for k, v in (("bar_copy", args.bar_copy),
+                                   ("bar_speedup", args.bar_speedup)) if v is not None}
+        if args.bar_every_point:  # each bar keeps its own defaults for what is not given
+            line, met = speed_bar_points(table, args.bar_impl, args.bar_peer or [args.baseline],
+                                         **given)
         else:
-            line, met = speed_bar(
-                table, args.bar_impl, bar_copy=70.0 if args.bar_copy is None else args.bar_copy,
-                bar_speedup=2.0 if args.bar_speedup is None else args.bar_speedup)
+            line, met = speed_bar(table, args.bar_impl, **given)
     except TableInputError as e:
         raise UsageError(str(e)) from None
     print(line)

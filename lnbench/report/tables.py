@@ -147,7 +147,7 @@ def speed_table(path: str, baseline: str = "torch.native",
     machine, full = load_run(path)
     df = _measured(path, full, baseline, bar_impl)
     df["point"] = df.M.astype(str) + "×" + df.N.astype(str) + " " + df.dtype.astype(str)
-    df["cell"] = [f"{g:.1f} ({_fmt(p, '.0f', '%')})" + MARK.get(s, " ✗")
+    df["cell"] = [_gbps_cell(g, p) + MARK.get(s, " ✗")
                   for g, p, s in zip(df.gbps, df.pct_copy, df.status, strict=True)]
     df = df.drop_duplicates(["impl", "point"], keep="last")
     order = list(dict.fromkeys(df.sort_values(["dtype", "N"]).point))
@@ -172,15 +172,28 @@ def speed_table(path: str, baseline: str = "torch.native",
     return SpeedTable(path, baseline, "\n".join(lines) + "\n", df)
 
 
-def speed_bar(table: SpeedTable, bar_impl: str, bar_copy: float = 70.0,
-              bar_speedup: float = 2.0) -> tuple[str, bool]:
-    """The bar's line for ``bar_impl`` and whether it is met."""
+def _gbps_cell(gbps: float, pct_copy: float) -> str:
+    """A point's ``GB/s (% of copy)``."""
+    return f"{gbps:.1f} ({_fmt(pct_copy, '.0f', '%')})"
+
+
+def _bar_points(table: SpeedTable, bar_impl: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The measured points where the bar is defined (M·N ≥ 4Mi), and those of ``bar_impl``;
+    TableInputError when ``bar_impl`` has none."""
     df = table.points
-    mine = df[(df.M * df.N >= BAR_MIN_ELEMENTS) & (df.impl == bar_impl)]
+    big = df[df.M * df.N >= BAR_MIN_ELEMENTS]
+    mine = big[big.impl == bar_impl]
     if mine.empty:
         raise TableInputError(f"--bar-impl {bar_impl}: no measured point with M·N ≥ 4Mi "
                               f"({BAR_MIN_ELEMENTS:,}) in {table.path}: the bar is not defined "
                               f"there")
+    return big, mine
+
+
+def speed_bar(table: SpeedTable, bar_impl: str, bar_copy: float = 70.0,
+              bar_speedup: float = 2.0) -> tuple[str, bool]:
+    """The bar's line for ``bar_impl`` and whether it is met."""
+    _, mine = _bar_points(table, bar_impl)
     pct, sp = geomean(mine.pct_copy), geomean(mine.speedup)
     met = bool(pct >= bar_copy and sp >= bar_speedup)
     b = table.baseline
@@ -196,42 +209,35 @@ def speed_bar_points(table: SpeedTable, bar_impl: str, peers: list[str],
     measured at that point, both from the same run. Returns a Markdown table (one row per
     point, ``~`` where either figure was measured under interference) with a last line, and
     whether every point met it."""
-    df = table.points
-    big = df[df.M * df.N >= BAR_MIN_ELEMENTS]
-    mine = big[big.impl == bar_impl].set_index("point")
-    if mine.empty:
-        raise TableInputError(f"--bar-impl {bar_impl}: no measured point with M·N ≥ 4Mi "
-                              f"({BAR_MIN_ELEMENTS:,}) in {table.path}: the bar is not defined "
-                              f"there")
-    missing = [p for p in peers if p not in set(df.impl)]
+    big, mine = _bar_points(table, bar_impl)
+    measured = set(table.points.impl)
+    missing = [p for p in peers if p not in measured]
     if missing:
         raise TableInputError(f"--bar-peer {missing[0]}: no measured point in {table.path}; "
-                              f"measured implementations: {', '.join(sorted(set(df.impl)))}")
-    rows, met_all, noisy = [], True, 0
-    for point, r in mine.iterrows():
+                              f"measured implementations: {', '.join(sorted(measured))}")
+    rows, oks, noisy = [], [], 0
+    for point, r in mine.set_index("point").iterrows():
         at = big[(big.point == point) & big.impl.isin(peers)]
         if at.empty:
-            rows.append((point, f"{r.gbps:.1f} ({_fmt(r.pct_copy, '.0f', '%')})", "–", "–",
-                         "no peer measured"))
-            met_all = False
+            rows.append((point, _gbps_cell(r.gbps, r.pct_copy), "–", "–", "no peer measured"))
+            oks.append(False)
             continue
         best = at.loc[at.seconds.idxmin()]
         ratio = best.seconds / r.seconds
         ok = bool(r.pct_copy >= bar_copy and ratio >= bar_speedup)
         rough = "noisy" in (r.status, best.status)
         noisy += rough
-        met_all &= ok
-        rows.append((point, f"{r.gbps:.1f} ({_fmt(r.pct_copy, '.0f', '%')})",
-                     f"{best.impl} {best.gbps:.1f}", f"{ratio:.2f}×",
-                     ("met" if ok else "MISSED") + (" ~" if rough else "")))
+        oks.append(ok)
+        rows.append((point, _gbps_cell(r.gbps, r.pct_copy), f"{best.impl} {best.gbps:.1f}",
+                     f"{ratio:.2f}×", ("met" if ok else "MISSED") + (" ~" if rough else "")))
     out = pd.DataFrame(rows, columns=["point", f"{bar_impl} GB/s (% copy)", "fastest peer GB/s",
                                       "× fastest peer", "bar"])
-    n_met = sum(row[-1].startswith("met") for row in rows)
+    met = all(oks)
     line = (f"\nBar at every point (≥ {bar_copy:g} % of copy and ≥ {bar_speedup:g}× the "
             f"fastest of {', '.join(peers)}, at each of {len(rows)} point(s) with M·N ≥ 4Mi): "
-            f"{bar_impl} meets it at {n_met} of {len(rows)} — {'met' if met_all else 'MISSED'}"
+            f"{bar_impl} meets it at {sum(oks)} of {len(rows)} — {'met' if met else 'MISSED'}"
             + (f"; ~ {noisy} point(s) measured under interference." if noisy else "."))
-    return "\n" + out.to_markdown(index=False) + "\n" + line, met_all
+    return "\n" + out.to_markdown(index=False) + "\n" + line, met
 
 
 def load_check(path: str) -> pd.DataFrame:
