@@ -1,12 +1,13 @@
 """Measure the reporting side: regression-detection quality next to asv's, and load speed.
 
-    scripts/bench-report                # evaluation (200 histories per cell) + speed check
+    scripts/bench-report                # evaluation (1,000 histories per cell) + speed check
     scripts/bench-report --quick        # 50 histories per cell, no speed check
     scripts/bench-report --perf-only    # only: load + report a django-size history
     scripts/bench-report --real DIR [--first-parent FILE]   # lnbench vs asv on real results
 
-Options: ``--series N`` histories per cell (default 200; 50 with ``--quick``: an explicit
-``--series`` wins over ``--quick``), ``--seed S``, ``--no-asv`` (evaluation); ``--commits N``
+Options: ``--series N`` histories per cell (default 1,000, so that a share of 1 % is ten
+histories, not two; 50 with ``--quick``: an explicit ``--series`` wins over ``--quick``),
+``--seed S``, ``--no-asv`` (evaluation); ``--commits N``
 (default 1800), ``--repeats N`` (default 3) (speed check). N must be a positive integer. An
 option for a part that will not run is refused rather than ignored: ``--quick`` with
 ``--perf-only`` (nothing would run), ``--commits``/``--repeats`` with ``--quick`` (no speed
@@ -163,7 +164,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true",
                     help="50 histories per cell (unless --series), no speed check")
     ap.add_argument("--series", type=positive_int, metavar="N",
-                    help="histories per cell (default 200, 50 with --quick)")
+                    help="histories per cell (default 1000, 50 with --quick)")
     ap.add_argument("--seed", type=int, metavar="S", help="evaluation seed (default 0)")
     ap.add_argument("--no-asv", action="store_true", help="skip asv's detector (slow)")
     ap.add_argument("--perf-only", action="store_true", help="only the speed check")
@@ -194,7 +195,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.first_parent and not args.real:
         ap.error("--first-parent without --real: it orders the commits of --real DIR")
     if args.series is None:
-        args.series = 50 if args.quick else 200
+        args.series = 50 if args.quick else 1000
     args.seed = 0 if args.seed is None else args.seed
     args.commits = args.commits or 1800
     args.repeats = args.repeats or 3

@@ -97,7 +97,7 @@ def asv_detector(threshold: float = 0.05) -> Detector:
 class EvalSpec:
     """One evaluation grid; the defaults are the ones quoted in docs/reports.md."""
 
-    n_series: int = 200
+    n_series: int = 1000
     n_commits: int = 60
     step_at: int = 40
     noise: float = 0.03
