@@ -35,13 +35,14 @@ Method, on each series (a row of values in commit order, missing commits skipped
    ``|δ|`` less on the new side). Never fewer than ``persistence`` points after the split;
    it starts a new segment: later baselines use only points from the new segment, so one
    step is reported once and a later revert is seen as the opposite change.
-   Measured on the evaluation's histories (3,000 per cell, seeds 123 and 7, 10 % steps at
-   3 % noise), series with the step found more than 2 commits off: 0.93 % and 0.63 % with
-   the previous ``context`` 20 and ``CLIP`` 3, 0.63 % and 0.37 % now; with 2 % outliers
-   1.27 % and 1.10 %, now 1.17 % and 1.03 % (a least-squares split told which points are
-   outliers: 0.57 %). A screen at 3 σ also drops ordinary points, and in the misplaced
-   histories one dropped next to the step had moved the split; a longer context locates
-   the old level better.
+   Measured with ``scripts/bench-report --quick --no-asv --series 3000 --seed 123``: series
+   with a 10 % step at 3 % noise found more than 2 commits off, 0.4 % (0.5 % with the
+   previous ``context`` 20 and ``CLIP`` 3), with 2 % outliers 0.9 % (1.1 %); 5 % steps 3.0 %
+   and 2.5 % (3.4 % and 2.8 %). Two more draws of 3,000 from the same generator: 0.37–0.63 %
+   (0.63–0.93 %), and 1.03–1.17 % (1.10–1.27 %) with outliers, where a least-squares split
+   told which points are outliers misplaces 0.57 %. A screen at 3 σ also drops ordinary
+   points, and in the misplaced histories one dropped next to the step had moved the split;
+   a longer context locates the old level better.
    *Measured and not used:* least squares over the same points (no better there), and the
    bounded biweight loss ``Σ min(r², max((3σ)², (δ/2)²))`` (Fearnhead & Rigaill,
    "Changepoint detection in the presence of outliers", JASA 114 (2019) 169–183), which on
