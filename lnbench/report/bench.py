@@ -7,8 +7,8 @@
 
 Options: ``--series N`` histories per cell (default 1,000, so that a share of 1 % is ten
 histories, not two; 50 with ``--quick``: an explicit ``--series`` wins over ``--quick``),
-``--seed S``, ``--no-asv`` (evaluation); ``--commits N``
-(default 1800), ``--repeats N`` (default 3) (speed check). N must be a positive integer. An
+``--seed S``, ``--no-asv`` (evaluation); ``--commits N`` (default 1800), ``--repeats N``
+(default 3) (speed check). N must be a positive integer. An
 option for a part that will not run is refused rather than ignored: ``--quick`` with
 ``--perf-only`` (nothing would run), ``--commits``/``--repeats`` with ``--quick`` (no speed
 check), ``--series``/``--seed``/``--no-asv`` with ``--perf-only`` (no evaluation).

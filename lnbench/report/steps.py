@@ -303,13 +303,25 @@ def _better(cost: tuple[float, float], best: tuple[float, float], prefer: bool) 
     return cost[1] < best[1] - 1e-12 or (prefer and cost[1] <= best[1] + 1e-12)
 
 
+def _least_cost(bs: np.ndarray, keep: np.ndarray, lo: int, hi: int, cands: range, t: int) -> int:
+    """The split ``c`` of ``cands`` strictly inside ``lo..hi`` with the least cost
+    (:func:`_split_cost`) of a two-level fit of ``bs[lo:hi]``; ties go to ``t``, and ``t``
+    when no candidate is inside."""
+    best, best_cost = t, (math.inf, math.inf)
+    for c in cands:
+        if lo < c < hi:
+            cost = _split_cost(bs, keep, lo, c, hi)
+            if _better(cost, best_cost, c == t):
+                best, best_cost = c, cost
+    return best
+
+
 def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig, keep: np.ndarray,
             run: int = 0) -> int:
-    """Best split near a flagged commit ``t``: the least cost (:func:`_split_cost`) of a
-    two-level fit over ``context`` points before ``t`` and the new points after it, for
-    splits from ``span`` commits before ``t`` to
-    ``max(span, run)`` after it, ``run`` being the number of new points whose location
-    flagged ``t``.
+    """Best split near a flagged commit ``t`` (:func:`_least_cost`, fitted over ``context``
+    points before ``t`` and the new points after it), for splits from ``span`` commits before
+    ``t`` to ``max(span, run)`` after it, ``run`` being the number of new points whose
+    location flagged ``t``.
 
     The first flagged commit lags the step when noisy points sit at it, and leads it when
     the flag came from the median of the next ``lookahead`` points (the step lies somewhere
@@ -322,29 +334,18 @@ def _refine(bs: np.ndarray, t: int, seg: int, cfg: DetectConfig, keep: np.ndarra
     lo = max(seg, t - cfg.context)
     hi = min(len(bs), t + ahead + cfg.span)
     last = min(t + ahead, hi - 1, len(bs) - max(cfg.persistence, 1))
-    best, best_cost = t, (math.inf, math.inf)
-    for c in range(max(lo + cfg.min_history, t - back), last + 1):
-        cost = _split_cost(bs, keep, lo, c, hi)
-        if _better(cost, best_cost, c == t):
-            best, best_cost = c, cost
-    return best
+    return _least_cost(bs, keep, lo, hi, range(max(lo + cfg.min_history, t - back), last + 1),
+                       t)
 
 
 def _best_split(bs: np.ndarray, lo_seg: int, t: int, hi_seg: int, cfg: DetectConfig,
                 keep: np.ndarray) -> int:
-    """The split within ``span`` of ``t`` (strictly inside its neighbours' segments) with the
-    least cost (:func:`_split_cost`) of a two-level fit over up to ``context`` points on
-    each side (within those segments)."""
+    """The split within ``span`` of ``t``, strictly inside its neighbours' segments
+    (:func:`_least_cost`, fitted over up to ``context`` points on each side within them)."""
     lo = max(lo_seg, t - cfg.context - cfg.span)
     hi = min(hi_seg, t + cfg.context + cfg.span)
-    best, best_cost = t, (math.inf, math.inf)
-    for c in range(max(lo_seg + 1, t - cfg.span), min(hi_seg - 1, t + cfg.span) + 1):
-        if c <= lo or c >= hi:
-            continue
-        cost = _split_cost(bs, keep, lo, c, hi)
-        if _better(cost, best_cost, c == t):
-            best, best_cost = c, cost
-    return best
+    cands = range(max(lo_seg + 1, t - cfg.span), min(hi_seg - 1, t + cfg.span) + 1)
+    return _least_cost(bs, keep, lo, hi, cands, t)
 
 
 def _location_var(n: int) -> float:
