@@ -25,12 +25,23 @@ Precision: float32 accumulation (float64 for float64 inputs). bfloat16 and float
 16-bit patterns and are widened in registers (bfloat16: ``bits << 16``; float16: LLVM's ``half``
 conversion, F16C on x86); outputs are rounded back once, to nearest-even.
 
-Fast math: only sweep 1 (``_sweep1_impl``, ``_sweep1x4_impl``) is compiled with
-``fastmath={"reassoc"}``, which lets LLVM vectorise its row sums (Σg, Σg·x̂) with several
-accumulators. The summation order that results is fixed when the kernel is compiled — it does not
-depend on the data, the thread count or the run — but a CPU with another vector width may differ
-in the last bits. Everything else is strict IEEE (reassoc on the whole kernel let LLVM turn
-x̂·(Σg·x̂/N) into a per-element division); no other flag is set, so NaN/inf propagate.
+Fast math: the kernel and the four-row sweep 1 (``_sweep1x4_impl``, a function of its own) are
+compiled with ``fastmath={"reassoc"}``, which lets LLVM vectorise the row sums (Σg, Σg·x̂) with
+several accumulators; no other flag is set, so NaN/inf propagate. The summation order that
+results is fixed when the kernel is compiled — it does not depend on the data, the thread count
+or the run — but a CPU with another vector width may differ in the last bits. The one-row sweeps
+(``_sweep1_impl``, ``_sweep2_impl``, ``_streamed_row_impl``) are inlined into the kernel at
+Numba's level (``inline="always"``), so they take the kernel's flag.
+
+Why inlined: Numba compiles the ``prange`` body into a function of its own, and LLVM did not
+inline the sweeps into it. Each row then paid two calls, its array arguments passed field by
+field, and an atomic reference-count increment and decrement (``NRT_incref``, a ``lock incq``)
+for every row view; the kernel's assembly (``kernel.inspect_asm()``) shows them. At N = 64 that
+fixed cost was most of a row's time. Inlining the one-row sweeps made 4096×64 float32 1.3–1.6×
+faster in cache on one thread (docs/cpu-kernels.md has the measurements). The four-row sweep
+is called once per four rows of N ≥ 256, where its call costs little; inlining it too (in a
+variant indexing rows as (row, column)) was 0.88× at 1024×256 float32. With reassoc LLVM divides
+x̂·Σg·x̂ by N per element in sweep 2 (``vdivps``); a reciprocal of N instead was no faster.
 
 Compilation never lands in a timing: the maker compiles (or loads from Numba's on-disk cache) the
 kernel for its dtype with a call on a tiny array, and records the seconds it took in
@@ -101,9 +112,9 @@ def streams_dx(M: int, N: int, dtype: str) -> bool:
 # --- the kernel -----------------------------------------------------------------------------------
 # Plain Python here; _build() compiles it with Numba. ``_load`` widens one element to the
 # accumulation type, ``_store`` rounds an accumulation-type value for the output array ``like``.
-# ``_sweep1``/``_sweep1x4``/``_sweep2`` are stubs whose Numba overloads are the ``*_impl``
-# functions below, each compiled as a function of its own (so that only sweep 1 gets reassoc);
-# LLVM then inlines them into the kernel.
+# ``_sweep1``/``_sweep1x4``/``_sweep2``/``_streamed_row`` are stubs whose Numba overloads are the
+# ``*_impl`` functions below: ``_sweep1x4`` compiled as a function of its own, the others inlined
+# into the kernel (see "Why inlined" above).
 
 
 def _load(v):  # pragma: no cover - replaced by a Numba overload
@@ -434,11 +445,11 @@ def _register_sweeps() -> None:
     """The sweeps' overloads, each with its compile options."""
     from numba.extending import overload
 
-    # Sweep 1 is compiled with reassoc only; LLVM inlines it into the kernel, keeping the flag on
-    # these instructions alone (the kernel and sweep 2 are strict IEEE).
+    # the four-row sweep is a function of its own (compiled with the kernel's flag); the
+    # one-row sweeps are inlined into the kernel (module docstring, "Why inlined")
     reassoc = {"fastmath": {"reassoc"}}
 
-    @overload(_sweep1, jit_options=reassoc)
+    @overload(_sweep1, inline="always")
     def _ol_sweep1(xr, dyr, gamma, mu, r, pg, pb, zero):
         return _sweep1_impl
 
@@ -447,13 +458,17 @@ def _register_sweeps() -> None:
                      r3, pg, pb, zero):
         return _sweep1x4_impl
 
-    @overload(_sweep2)
+    @overload(_sweep2, inline="always")
     def _ol_sweep2(xr, dyr, gamma, mu, r, mg, mgx, dxr):
         return _sweep2_impl
 
-    @overload(_streamed_row)
+    @overload(_streamed_row, inline="always")
     def _ol_streamed_row(xr, dyr, gamma, mu, r, mg, mgx, dxr, stage, E):
         return _streamed_row_impl
+
+
+#: how both kernels are compiled (reassoc: module docstring, "Fast math")
+KERNEL_OPTIONS = {"parallel": True, "cache": True, "nogil": True, "fastmath": {"reassoc"}}
 
 
 @functools.cache
@@ -466,7 +481,7 @@ def _build() -> Any:
 
     _register_overloads()
     prange = numba.prange
-    kernel = numba.njit(_backward_kernel, parallel=True, cache=True, nogil=True)
+    kernel = numba.njit(_backward_kernel, **KERNEL_OPTIONS)
     return kernel, numba.get_num_threads
 
 
@@ -486,7 +501,7 @@ def _streamed_kernel() -> Any:
     fn = types.FunctionType(_backward_kernel.__code__, scope, "_backward_kernel_streamed")
     fn.__qualname__ = fn.__name__
     fn.__module__ = __name__
-    return numba.njit(fn, parallel=True, cache=True, nogil=True)
+    return numba.njit(fn, **KERNEL_OPTIONS)
 
 
 @functools.cache
