@@ -205,7 +205,8 @@ def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, 
 
 
 def _sweep2_impl(xr, dyr, gamma, mu, r, mg, mgx, dxr):
-    """Sweep 2 of one row (x, dy now in L1/L2): dx = r·(g − mean(g) − x̂·mean(g·x̂)), strict IEEE."""
+    """Sweep 2 of one row (x, dy now in L1/L2): dx = r·(g − mean(g) − x̂·mean(g·x̂)); inlined, so
+    under the kernel's reassoc."""
     for j in range(xr.shape[0]):
         xh = (_load(xr[j]) - mu) * r
         g = _load(dyr[j]) * _load(gamma[j])
