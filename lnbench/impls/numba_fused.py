@@ -448,7 +448,7 @@ def _register_sweeps() -> None:
 
     # the four-row sweep is a function of its own (compiled with the kernel's flag); the
     # one-row sweeps are inlined into the kernel (module docstring, "Why inlined")
-    reassoc = {"fastmath": {"reassoc"}}
+    reassoc = {"fastmath": KERNEL_OPTIONS["fastmath"]}
 
     @overload(_sweep1, inline="always")
     def _ol_sweep1(xr, dyr, gamma, mu, r, pg, pb, zero):
