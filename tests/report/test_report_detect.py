@@ -256,3 +256,17 @@ def test_criteria_judge_only_where_the_bound_allows() -> None:
     assert "not judged" in ten and lines[ten]
     (twenty,) = [line for line in lines if "20% step: recall" in line]
     assert "≥ 0.90" in twenty
+
+
+def test_judged_shares_carry_their_sampling_interval() -> None:
+    """A share of 10 in 1,000 is 0.5–1.8 % at 95 % (Clopper–Pearson), 0.9–1.1 % in 20,000;
+    the criteria lines print it beside each judged share."""
+    from lnbench.report.evaluate import criteria, share_interval
+
+    assert share_interval(0.01, 1000) == "0.5%–1.8%"
+    assert share_interval(0.01, 20000) == "0.9%–1.1%"
+    assert share_interval(0.0, 1000).startswith("0.0%–")
+    spec = EvalSpec(n_series=30, noise=0.01, steps=(0.10,))
+    df = evaluate(spec, {"lnbench (all)": lnbench_detector()}, latency=False)
+    judged = [line for line, _ in criteria([(spec, df)])]
+    assert judged and all("95 % interval" in line for line in judged)
