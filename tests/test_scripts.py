@@ -324,6 +324,7 @@ def test_the_table_scripts_are_the_report_commands(speed_json: Path, check_json:
     (["--perf-only", "--series", "10"], ["--series", "--perf-only"]),
     (["--perf-only", "--seed", "0"], ["--seed", "--perf-only"]),
     (["--perf-only", "--no-asv"], ["--no-asv", "--perf-only"]),
+    (["--perf-only", "--no-latency"], ["--no-latency", "--perf-only"]),
 ])
 def test_bench_report_bad_arguments_exit_2(args: list[str], names: list[str]) -> None:
     one_line(script("bench-report", *args, timeout=60), *names)
@@ -334,6 +335,14 @@ def test_bench_report_explicit_series_wins_over_quick() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 histories of" in proc.stdout and "50 histories" not in proc.stdout
     assert "### Speed" not in proc.stdout  # --quick: no speed check
+
+
+def test_bench_report_no_latency_leaves_the_latency_columns_empty() -> None:
+    proc = script("bench-report", "--quick", "--series", "3", "--no-asv", "--no-latency",
+                  timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| lnbench (all) | 10%")]
+    assert rows and all(line.split("|")[8].strip() == "–" for line in rows)
 
 
 def test_bench_report_perf_only_with_one_repeat() -> None:

@@ -7,11 +7,12 @@
 
 Options: ``--series N`` histories per cell (default 1,000, so that a share of 1 % is ten
 histories, not two; 50 with ``--quick``: an explicit ``--series`` wins over ``--quick``),
-``--seed S``, ``--no-asv`` (evaluation); ``--commits N`` (default 1800), ``--repeats N``
+``--seed S``, ``--no-asv``, ``--no-latency`` (no commits-to-catch columns; most of the time
+of a large ``--series``) (evaluation); ``--commits N`` (default 1800), ``--repeats N``
 (default 3) (speed check). N must be a positive integer. An
 option for a part that will not run is refused rather than ignored: ``--quick`` with
 ``--perf-only`` (nothing would run), ``--commits``/``--repeats`` with ``--quick`` (no speed
-check), ``--series``/``--seed``/``--no-asv`` with ``--perf-only`` (no evaluation).
+check), ``--series``/``--seed``/``--no-asv``/``--no-latency`` with ``--perf-only`` (no evaluation).
 ``--check``: exit 1 when a target of the evaluation is not met (the tables and the speed
 check are still printed). Exit codes: 0 done; 1 with ``--check``, a target not met; 2 bad
 usage, one line on stderr naming the argument.
@@ -43,8 +44,9 @@ from lnbench.argtypes import OneLineParser, positive_int
 from lnbench.report.evaluate import EvalSpec, evaluate, markdown_table
 
 
-def quality(n_series: int, seed: int, with_asv: bool) -> bool:
-    """Print the evaluation tables and the targets; True when every target is met."""
+def quality(n_series: int, seed: int, with_asv: bool, latency: bool = True) -> bool:
+    """Print the evaluation tables and the targets; True when every target is met
+    (``latency=False``: without the commits-to-catch columns)."""
     from lnbench.report.evaluate import asv_detector, criteria, lnbench_detector
 
     detectors = {"lnbench (all)": lnbench_detector(),
@@ -70,7 +72,7 @@ def quality(n_series: int, seed: int, with_asv: bool) -> bool:
         tol = "exact" if spec.newest else f"±{spec.tolerance}"
         print(f"\n### {title} — {n_series} histories of {spec.n_commits} commits per cell, "
               f"step at {where} (tolerance {tol}), seed {seed}\n")
-        df = evaluate(spec, detectors)
+        df = evaluate(spec, detectors, latency=latency)
         results.append((spec, df))
         print(markdown_table(df))
     verdict = criteria(results)
@@ -167,6 +169,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help="histories per cell (default 1000, 50 with --quick)")
     ap.add_argument("--seed", type=int, metavar="S", help="evaluation seed (default 0)")
     ap.add_argument("--no-asv", action="store_true", help="skip asv's detector (slow)")
+    ap.add_argument("--no-latency", action="store_true",
+                    help="skip the commits-to-catch columns (each detector re-run on 8 prefixes "
+                         "of every step history: most of the time of a large --series)")
     ap.add_argument("--perf-only", action="store_true", help="only the speed check")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when a target of the evaluation is not met")
@@ -189,9 +194,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick and given("commits", "repeats"):
         ap.error(f"{given('commits', 'repeats')} with --quick: --quick skips the speed check "
                  f"(--commits, --repeats)")
-    if args.perf_only and given("series", "seed", "no_asv", "check"):
-        ap.error(f"{given('series', 'seed', 'no_asv', 'check')} with --perf-only: --perf-only "
-                 f"skips the evaluation (--series, --seed, --no-asv, --check)")
+    if args.perf_only and given("series", "seed", "no_asv", "no_latency", "check"):
+        ap.error(f"{given('series', 'seed', 'no_asv', 'no_latency', 'check')} with --perf-only: "
+                 f"--perf-only skips the evaluation (--series, --seed, --no-asv, --no-latency, "
+                 f"--check)")
     if args.first_parent and not args.real:
         ap.error("--first-parent without --real: it orders the commits of --real DIR")
     if args.series is None:
@@ -208,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return real(args.real, args.first_parent)
     met = True
     if not args.perf_only:
-        met = quality(args.series, args.seed, not args.no_asv)
+        met = quality(args.series, args.seed, not args.no_asv, not args.no_latency)
     if not args.quick:
         speed(args.commits, args.repeats)
     return 1 if args.check and not met else 0
