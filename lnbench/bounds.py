@@ -126,6 +126,7 @@ import numpy as np
 
 from lnbench.dtypes import UNIT_ROUNDOFF, compute_dtype, np_dtype, stats_dtype
 from lnbench.grid import Case, CaseData
+from lnbench.reference import backward_rows
 from lnbench.registry import ANY, Numerics
 
 GRADS = ("dx", "dgamma", "dbeta")
@@ -209,16 +210,8 @@ def error_bounds(xp: Any, x: Any, dy: Any, gamma: Any, eps: float, dtype: str,
     for i0 in range(0, M, ROW_CHUNK):
         xs, ds = x[i0:i0 + ROW_CHUNK, :], dy[i0:i0 + ROW_CHUNK, :]
         se = None if saved_err is None else tuple(a[i0:i0 + ROW_CHUNK, :] for a in saved_err)
-        mu = xp.mean(xs, axis=1, keepdims=True)
-        xc = xs - mu
-        r = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)
-        xh = xc * r
-        del xc
-        g = ds * gamma
+        mu, r, xh, g, m_g, m_gx, dx = backward_rows(xp, xs, ds, gamma, eps)
         gx = g * xh
-        m_g = xp.mean(g, axis=1, keepdims=True)
-        m_gx = xp.mean(gx, axis=1, keepdims=True)
-        dx = r * (g - m_g - xh * m_gx)
         ax = xp.abs(xs)
         amu = xp.abs(mu)
         mean_ax = xp.mean(ax, axis=1, keepdims=True)

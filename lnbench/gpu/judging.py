@@ -90,22 +90,14 @@ def device_reference(data: Any, affine: bool, device: str = "cuda") -> Reference
 
 def backward64(xp: Any, x: Any, dy: Any, g: Any, eps: float,
                ) -> tuple[tuple[Any, Any, Any], tuple[float, float, float]]:
-    """The backward in the inputs' (float64) precision over ``xp``, and each gradient's term
-    scale as ``lnbench.reference.term_scales`` defines it (max over outputs of Σ|term|)."""
-    mu = xp.mean(x, axis=1, keepdims=True)
-    xc = x - mu
-    rs = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=1, keepdims=True) + eps)
-    xh = xc * rs
-    del xc
-    gg = dy * g
-    m_g = xp.mean(gg, axis=1, keepdims=True)
-    m_gx = xp.mean(gg * xh, axis=1, keepdims=True)
-    dx = rs * (gg - m_g - xh * m_gx)
-    terms = (float(xp.max(rs * (xp.abs(gg) + xp.abs(m_g) + xp.abs(xh * m_gx)))),
-             float(xp.max(xp.sum(xp.abs(dy * xh), axis=0))),
-             float(xp.max(xp.sum(xp.abs(dy), axis=0))))
-    del gg
-    return (dx, xp.sum(dy * xh, axis=0), xp.sum(dy, axis=0)), terms
+    """The backward in the inputs' (float64) precision over ``xp``
+    (``lnbench.reference.backward_rows``), and each gradient's term scale as
+    ``lnbench.reference.term_scales`` defines it (max over outputs of Σ|term|)."""
+    from lnbench.reference import backward_rows, term_parts
+
+    rows = backward_rows(xp, x, dy, g, eps)
+    terms = tuple(float(xp.max(t)) for t in term_parts(xp, dy, rows))
+    return (rows.dx, xp.sum(dy * rows.xh, axis=0), xp.sum(dy, axis=0)), terms
 
 
 def exact_reference(data: Any, affine: bool) -> Reference:
