@@ -223,17 +223,17 @@ def location_error(step: float, noise: float, n_commits: int = 60, step_at: int 
     return float(np.mean(np.abs(split - step_at) > tolerance))
 
 
-def share_interval(share: float, n: int) -> str:
+def share_interval(share: float, n: int, percent: bool = True) -> str:
     """The exact (Clopper–Pearson) 95 % interval of a share measured on ``n`` histories, as
-    ``"lo–hi"`` in percent: the sampling uncertainty of the figure beside it. With 1,000
-    histories a true rate of 1.0 % is measured anywhere in about 0.4–1.6 % (binomial s.d.
-    0.31 points), so a judged share near its target says little about which side the rate is
-    on; more histories (``--series``) narrow it as 1/√n. (Clopper and Pearson, *Biometrika*
-    26, 1934; ``scipy.stats.binomtest``.)"""
+    ``"lo–hi"`` in percent (``percent=False``: as fractions, for a recall): the sampling
+    uncertainty of the figure beside it. With 1,000 histories a true rate of 1.0 % is measured
+    anywhere in about 0.4–1.6 % (binomial s.d. 0.31 points), so a judged share near its target
+    says little about which side the rate is on; more histories (``--series``) narrow it as
+    1/√n. (Clopper and Pearson, *Biometrika* 26, 1934; ``scipy.stats.binomtest``.)"""
     from scipy.stats import binomtest
 
     ci = binomtest(round(share * n), n).proportion_ci(0.95)
-    return f"{ci.low:.1%}–{ci.high:.1%}"
+    return f"{ci.low:.1%}–{ci.high:.1%}" if percent else f"{ci.low:.3f}–{ci.high:.3f}"
 
 
 def criteria(results: Sequence[tuple[EvalSpec, pd.DataFrame]], detector: str = "lnbench (all)"
@@ -254,8 +254,8 @@ def criteria(results: Sequence[tuple[EvalSpec, pd.DataFrame]], detector: str = "
     for spec, df in results:
         n = spec.n_series
 
-        def ci(share: float, n: int = n) -> str:
-            return f" (95 % interval {share_interval(share, n)})"
+        def ci(share: float, n: int = n, percent: bool = True) -> str:
+            return f" (95 % interval {share_interval(share, n, percent)})"
 
         rows = df[df["detector"] == detector]
         where = "newest" if spec.newest else f"commit {spec.step_at}"
@@ -264,12 +264,13 @@ def criteria(results: Sequence[tuple[EvalSpec, pd.DataFrame]], detector: str = "
         for _, r in rows.iterrows():
             step = float(r["step"])
             name = f"{step:.0%} step" if step else "flat"
+            rec = ci(r["recall"], percent=False) if step else ""
             if step and not spec.newest and abs(step - 0.10) < 1e-9:
-                out.append((f"{label}, {name}: recall {r['recall']:.3f}{ci(r['recall'])} ≥ 0.95",
+                out.append((f"{label}, {name}: recall {r['recall']:.3f}{rec} ≥ 0.95",
                             bool(r["recall"] >= 0.95)))
             if step and spec.newest:
                 if r["bound_rule"] >= 0.90:
-                    out.append((f"{label}, {name}: recall {r['recall']:.3f}{ci(r['recall'])} "
+                    out.append((f"{label}, {name}: recall {r['recall']:.3f}{rec} "
                                 f"≥ 0.90 (bound {r['bound_rule']:.3f})",
                                 bool(r["recall"] >= 0.90)))
                 else:

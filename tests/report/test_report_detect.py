@@ -266,6 +266,7 @@ def test_judged_shares_carry_their_sampling_interval() -> None:
     assert share_interval(0.01, 1000) == "0.5%–1.8%"
     assert share_interval(0.01, 20000) == "0.9%–1.1%"
     assert share_interval(0.0, 1000).startswith("0.0%–")
+    assert share_interval(0.98, 1000, percent=False) == "0.969–0.988"
     spec = EvalSpec(n_series=30, noise=0.01, steps=(0.10,))
     df = evaluate(spec, {"lnbench (all)": lnbench_detector()}, latency=False)
     judged = [line for line, _ in criteria([(spec, df)])]
