@@ -19,8 +19,11 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
     ["run", "--grid", "full", "--impl", "numpy.kevin", "--no-memory"],
 ])
 def test_ctrl_c_is_exit_130_with_one_line(argv: list[str]) -> None:
+    # SIGINT as a terminal's foreground job has it: a suite started in the background of a
+    # non-interactive shell inherits SIGINT ignored, and so would the command
     proc = subprocess.Popen([sys.executable, "-m", "lnbench", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # past the imports and into the case loop (the full grid takes minutes)
     time.sleep(6.0)
     assert proc.poll() is None, proc.communicate()
