@@ -74,7 +74,9 @@ def _in(work: type, *arrays: np.ndarray) -> list[np.ndarray]:
 
 def forward_stats(x: np.ndarray, eps: float, work: type = EXT) -> tuple[np.ndarray, np.ndarray]:
     """Row mean and rstd = 1/sqrt(var + eps) of ``x`` (M, N) in ``work`` precision, shape (M, 1)."""
-    mu, _, r = _stats(_np(), *_in(work, x), eps)
+    import array_api_compat.numpy as xp
+
+    mu, _, r = _stats(xp, *_in(work, x), eps)
     return mu, r
 
 
@@ -82,11 +84,13 @@ def reference_backward(
     dy: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float, work: type = EXT
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dx (M, N), dγ (N,), dβ (N,) as float64, computed in ``work`` (extended) precision."""
+    import array_api_compat.numpy as xp
+
     xe, dye, ge = _in(work, x, dy, gamma)
-    rows = backward_rows(_np(), xe, dye, ge, eps)
+    rows = backward_rows(xp, xe, dye, ge, eps)
     dgamma = (dye * rows.xh).sum(axis=0)
     dbeta = dye.sum(axis=0)
-    return (rows.dx.astype(np.float64), dgamma.astype(np.float64), dbeta.astype(np.float64))
+    return rows.dx.astype(np.float64), dgamma.astype(np.float64), dbeta.astype(np.float64)
 
 
 def term_scales(
@@ -99,12 +103,9 @@ def term_scales(
     Stability of Numerical Algorithms*, §4.2): where the result cancels, a correctly rounded
     sum of rounded terms still has a relative error that much larger.
     """
+    import array_api_compat.numpy as xp
+
     xe, dye, ge = _in(work, x, dy, gamma)
-    parts = term_parts(_np(), dye, backward_rows(_np(), xe, dye, ge, eps))
+    parts = term_parts(xp, dye, backward_rows(xp, xe, dye, ge, eps))
     return tuple(float(np.max(t)) if t.size else 0.0 for t in parts)
 
-
-def _np() -> Any:
-    import array_api_compat.numpy as xnp
-
-    return xnp

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lnbench.judge import GRADS
+from lnbench.reference import backward_rows, term_parts
 
 
 @dataclass
@@ -93,8 +94,6 @@ def backward64(xp: Any, x: Any, dy: Any, g: Any, eps: float,
     """The backward in the inputs' (float64) precision over ``xp``
     (``lnbench.reference.backward_rows``), and each gradient's term scale as
     ``lnbench.reference.term_scales`` defines it (max over outputs of Σ|term|)."""
-    from lnbench.reference import backward_rows, term_parts
-
     rows = backward_rows(xp, x, dy, g, eps)
     terms = tuple(float(xp.max(t)) for t in term_parts(xp, dy, rows))
     return (rows.dx, xp.sum(dy * rows.xh, axis=0), xp.sum(dy, axis=0)), terms
