@@ -38,7 +38,7 @@ def test_judged_ok_on_every_dtype_and_distribution(dtype: str, dist: str) -> Non
 
 def _forced(group: int, blocks: int | None = None) -> Impl:
     """numba.fused with the rows-per-sweep (and block count) forced, so that the four-row sweep
-    (normally only for N >= GROUP_MIN_N) is judged on small shapes too."""
+    (normally only for N >= SHORT_N) is judged on short rows too."""
 
     def make(data):
         nf.warm_up(data.case.dtype)
@@ -60,13 +60,15 @@ def test_four_row_sweep_is_judged_ok(dtype: str) -> None:
 
 
 def test_rows_per_sweep_and_the_real_path_for_large_rows() -> None:
-    assert nf.rows_per_sweep(nf.GROUP_MIN_N - 1, "bfloat16") == 1
-    assert nf.rows_per_sweep(nf.GROUP_MIN_N, "float16") == 4
-    assert nf.rows_per_sweep(nf.SHORT_N, "float32") == nf.rows_per_sweep(nf.SHORT_N, "float64") == 4
-    assert nf.rows_per_sweep(nf.SHORT_N - 1, "float32") == 1
-    rows = check_impl(get("numba.fused"), make_data(Case(19, nf.GROUP_MIN_N + 3, "bfloat16",
-                                                          "offset")))
-    assert all(r.status == "ok" for r in rows)
+    """Four-row sweeps from SHORT_N on for every dtype; rows longer than the prefetch chunk,
+    not a whole number of chunks or cache lines, with leftover rows, judged on the real path."""
+    for dtype in DTYPES:
+        assert nf.rows_per_sweep(nf.SHORT_N - 1, dtype) == 1
+        assert nf.rows_per_sweep(nf.SHORT_N, dtype) == 4
+    for dtype in ("bfloat16", "float32"):
+        rows = check_impl(get("numba.fused"),
+                          make_data(Case(19, 2 * nf.PREFETCH_CHUNK + 3, dtype, "offset")))
+        assert all(r.status == "ok" for r in rows), dtype
 
 
 def test_bad_overrides_are_refused() -> None:
@@ -117,7 +119,7 @@ def test_bit_identical_across_calls_and_thread_counts(dtype: str, N: int) -> Non
         numba.set_num_threads(saved)
 
 
-@pytest.mark.parametrize("N", [131, 300])  # 4- and 8-byte: one-row and four-row sweep
+@pytest.mark.parametrize("N", [131, 300])  # one-row and four-row sweep
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dbeta_is_the_fixed_block_order_sum(dtype: str, N: int) -> None:
     """dβ bit for bit: each block sums its rows in order (the four-row sweep adds
@@ -125,7 +127,7 @@ def test_dbeta_is_the_fixed_block_order_sum(dtype: str, N: int) -> None:
     added in order 0..B−1."""
     M = 102  # blocks of 17 rows: four groups of four and one row left over
     G = nf.rows_per_sweep(N, dtype)
-    assert G == (4 if np_dtype(dtype).itemsize >= 4 and N == 300 else 1)
+    assert G == (4 if N == 300 else 1)
     data = make_data(Case(M, N, dtype, "normal"))
     B = nf.n_blocks(M)
     assert B > 1

@@ -69,10 +69,12 @@ BITS_VIEW: dict[str, np.dtype] = {
 
 MAX_BLOCKS = 16  # most row blocks (rows of the dγ/dβ partial buffers); caps the threads used
 MIN_ROWS_PER_BLOCK = 16  # below this, fewer blocks: the partial rows cost more than they share
-GROUP_MIN_N = 2048  # 16-bit rows from this length on go through sweep 1 in fours (rows_per_sweep)
-SHORT_N = 256  # 4- and 8-byte rows from this length on: four-row sweep, streamed dx
+SHORT_N = 256  # rows from this length on: four-row sweep, prefetch; 4- and 8-byte: streamed dx
+PREFETCH_CHUNK = 512  # columns of sweep 2 between prefetches of the next rows' lines
+LINE = 64  # bytes of a cache line (the prefetch step)
 STREAM_MIN_BYTES = 8 * 2**20  # dx of at least this size is written with non-temporal stores
 STREAM_ALIGN = 64  # dx's start when it is streamed (a cache line; the stores need 32)
+PREFETCH_MIN_BYTES = 8 * 2**20  # x and dy of at least this size together: sweep 2 prefetches
 
 _COMPILE_SECONDS: dict[str, float] = {}
 _CACHE_HIT: dict[str, bool] = {}
@@ -90,12 +92,12 @@ def n_blocks(M: int) -> int:
 
 
 def rows_per_sweep(N: int, dtype: str) -> int:
-    """Rows sweep 1 takes at once: 4 for rows of N ≥ GROUP_MIN_N (whose partial rows outgrow
-    L1), and for 4- and 8-byte rows of N ≥ SHORT_N (eight row streams in flight instead of two);
-    1 otherwise, where the one-row sweep is faster (docs/cpu-kernels.md)."""
-    if N >= GROUP_MIN_N or (np_dtype(dtype).itemsize >= 4 and N >= SHORT_N):
-        return 4
-    return 1
+    """Rows sweep 1 takes at once: 4 for rows of N ≥ SHORT_N (eight row streams in flight
+    instead of two, the partial rows read and written once per four rows, and sweep 2
+    prefetching the next four rows), 1 below, where the one-row sweep is faster
+    (docs/cpu-kernels.md). The same for every dtype; ``dtype`` is kept for the callers."""
+    del dtype
+    return 4 if N >= SHORT_N else 1
 
 
 def streams_dx(M: int, N: int, dtype: str) -> bool:
@@ -109,12 +111,24 @@ def streams_dx(M: int, N: int, dtype: str) -> bool:
             and (N * elt) % 32 == 0)
 
 
+def prefetches(M: int, N: int, dtype: str) -> bool:
+    """Whether sweep 2 prefetches the next rows (four-row sweeps only): when x and dy together
+    have at least PREFETCH_MIN_BYTES, so that they come from memory. In cache the prefetches
+    and the chunked loop only cost (docs/cpu-kernels.md)."""
+    xdy = 2 * M * N * np_dtype(dtype).itemsize
+    return rows_per_sweep(N, dtype) == 4 and xdy >= PREFETCH_MIN_BYTES
+
+
 # --- the kernel -----------------------------------------------------------------------------------
 # Plain Python here; _build() compiles it with Numba. ``_load`` widens one element to the
-# accumulation type, ``_store`` rounds an accumulation-type value for the output array ``like``.
-# ``_sweep1``/``_sweep1x4``/``_sweep2``/``_streamed_row`` are stubs whose Numba overloads are the
-# ``*_impl`` functions below: ``_sweep1x4`` compiled as a function of its own, the others inlined
-# into the kernel (see "Why inlined" above).
+# accumulation type, ``_store`` rounds an accumulation-type value for the output array ``like``,
+# ``_fmuladd(a, b, c)`` is a·b + c (fused where the CPU has FMA), ``_prefetch(a, i, j)`` asks for
+# the cache line of ``a[i, j]``. ``_sweep1``/``_sweep1x4``/``_sweep2``/``_sweep2pf``/``_nt_row``
+# are stubs whose Numba overloads are the ``*_impl`` functions below: ``_sweep1x4`` compiled as a
+# function of its own, the others inlined into the kernel (see "Why inlined" above). The inlined
+# sweeps index the 2-D arrays at (row, column) with unsigned indices: no row views (whose
+# reference counts cost an atomic increment and decrement each), and no negative-index
+# wrap-around, which kept LLVM from vectorising loops over a column range.
 
 
 def _load(v):  # pragma: no cover - replaced by a Numba overload
@@ -125,20 +139,32 @@ def _store(f, like):  # pragma: no cover - replaced by a Numba overload
     raise NotImplementedError
 
 
-def _sweep1(xr, dyr, gamma, mu, r, pg, pb, zero):  # pragma: no cover - overloaded
+def _fmuladd(a, b, c):  # pragma: no cover - replaced by a Numba intrinsic
     raise NotImplementedError
 
 
-def _sweep1x4(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, mu2, r2, mu3, r3,
+def _prefetch(a, i, j):  # pragma: no cover - replaced by a Numba intrinsic
+    raise NotImplementedError
+
+
+def _sweep1(x, dy, i, gw, mu, r, pg, pb, zero):  # pragma: no cover - overloaded
+    raise NotImplementedError
+
+
+def _sweep1x4(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gw, mu0, r0, mu1, r1, mu2, r2, mu3, r3,
               pg, pb, zero):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
-def _sweep2(xr, dyr, gamma, mu, r, mg, mgx, dxr):  # pragma: no cover - overloaded
+def _sweep2(x, dy, i, gw, mu, r, mg, mgx, out, k):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
-def _streamed_row(xr, dyr, gamma, mu, r, mg, mgx, dxr, stage, E):  # pragma: no cover
+def _sweep2pf(x, dy, i, gw, mu, r, mg, mgx, out, k, n, P, L):  # pragma: no cover - overloaded
+    raise NotImplementedError
+
+
+def _nt_row(dxr, stage, E):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
@@ -150,14 +176,16 @@ def _store_fence():  # pragma: no cover - replaced by a Numba intrinsic
     raise NotImplementedError
 
 
-def _sweep1_impl(xr, dyr, gamma, mu, r, pg, pb, zero):
-    """Sweep 1 of one row: returns Σg, Σg·x̂; adds dy·x̂ and dy into the block's partial rows."""
+def _sweep1_impl(x, dy, i, gw, mu, r, pg, pb, zero):
+    """Sweep 1 of row i: returns Σg, Σg·x̂; adds dy·x̂ and dy into the block's partial rows."""
     sg = zero
     sgx = zero
-    for j in range(xr.shape[0]):
-        xh = (_load(xr[j]) - mu) * r
-        d = _load(dyr[j])
-        g = d * _load(gamma[j])
+    ii = np.uint64(i)
+    for jj in range(x.shape[1]):
+        j = np.uint64(jj)
+        xh = (_load(x[ii, j]) - mu) * r
+        d = _load(dy[ii, j])
+        g = d * gw[j]
         sg += g
         sgx += g * xh
         pg[j] += d * xh
@@ -165,7 +193,7 @@ def _sweep1_impl(xr, dyr, gamma, mu, r, pg, pb, zero):
     return sg, sgx
 
 
-def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, mu2, r2, mu3, r3,
+def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gw, mu0, r0, mu1, r1, mu2, r2, mu3, r3,
                    pg, pb, zero):
     """Sweep 1 of four rows at once: the partial rows pg/pb are read and written once per four
     rows instead of once per row, and eight row streams are read at the same time."""
@@ -178,7 +206,7 @@ def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, 
     s3 = zero
     s3x = zero
     for j in range(x0.shape[0]):
-        gm = _load(gamma[j])
+        gm = gw[j]
         xh0 = (_load(x0[j]) - mu0) * r0
         d0 = _load(dy0[j])
         g0 = d0 * gm
@@ -192,80 +220,123 @@ def _sweep1x4_impl(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, 
         d3 = _load(dy3[j])
         g3 = d3 * gm
         s0 += g0
-        s0x += g0 * xh0
+        s0x = _fmuladd(g0, xh0, s0x)
         s1 += g1
-        s1x += g1 * xh1
+        s1x = _fmuladd(g1, xh1, s1x)
         s2 += g2
-        s2x += g2 * xh2
+        s2x = _fmuladd(g2, xh2, s2x)
         s3 += g3
-        s3x += g3 * xh3
-        pg[j] += (d0 * xh0 + d1 * xh1) + (d2 * xh2 + d3 * xh3)
+        s3x = _fmuladd(g3, xh3, s3x)
+        pg[j] += _fmuladd(d0, xh0, d1 * xh1) + _fmuladd(d2, xh2, d3 * xh3)
         pb[j] += (d0 + d1) + (d2 + d3)
     return s0, s0x, s1, s1x, s2, s2x, s3, s3x
 
 
-def _sweep2_impl(xr, dyr, gamma, mu, r, mg, mgx, dxr):
-    """Sweep 2 of one row (x, dy now in L1/L2): dx = r·(g − mean(g) − x̂·mean(g·x̂)); inlined, so
-    under the kernel's reassoc."""
-    for j in range(xr.shape[0]):
-        xh = (_load(xr[j]) - mu) * r
-        g = _load(dyr[j]) * _load(gamma[j])
-        dxr[j] = _store(r * (g - mg - xh * mgx), dxr)
+def _sweep2_impl(x, dy, i, gw, mu, r, mg, mgx, out, k):
+    """Sweep 2 of row i (x, dy now in cache) into row k of ``out`` (dx, or the staging rows):
+
+        dx = r·(g − mean(g) − x̂·mean(g·x̂)) = r·g + (b·(x − μ) + c),
+        b = −r²·mean(g·x̂),  c = −r·mean(g)
+
+    two multiply-adds and a multiply per element after g = dy·γ, where the first form takes
+    four operations and (under reassoc, which moved the 1/N of mean(g·x̂) into the loop) a
+    division. x − μ is formed first, as in x̂, so an offset row loses nothing to cancellation."""
+    b = -(r * r) * mgx
+    c = -(r * mg)
+    ii = np.uint64(i)
+    kk = np.uint64(k)
+    for jj in range(x.shape[1]):
+        j = np.uint64(jj)
+        g = _load(dy[ii, j]) * gw[j]
+        out[kk, j] = _store(_fmuladd(r, g, _fmuladd(b, _load(x[ii, j]) - mu, c)), out)
 
 
-def _streamed_row_impl(xr, dyr, gamma, mu, r, mg, mgx, dxr, stage, E):
-    """Sweep 2 of a streamed dx row: into the block's staging row (in L1), then E elements
-    (32 bytes) at a time to dx with non-temporal stores."""
-    _sweep2(xr, dyr, gamma, mu, r, mg, mgx, stage)
-    for j in range(0, xr.shape[0], E):
+def _sweep2pf_impl(x, dy, i, gw, mu, r, mg, mgx, out, k, n, P, L):
+    """:func:`_sweep2_impl` in chunks of P columns; before each chunk it asks for the same
+    columns of row n's x and dy (the rows sweep 1 reads next), a cache line (L elements) at a
+    time. Sweep 2 computes from cache while memory would otherwise idle. P = 0: one chunk and
+    no prefetch (data that stays in cache, :func:`prefetches`)."""
+    b = -(r * r) * mgx
+    c = -(r * mg)
+    ii = np.uint64(i)
+    kk = np.uint64(k)
+    nn = np.uint64(n)
+    N = x.shape[1]
+    # (no conditional expressions: inlined, their SSA phis raised Numba's pedantic
+    # NumbaIRAssumptionWarning "variable ... is not in scope")
+    step = max(P, N * (P == 0))
+    for jb in range(0, N, step):
+        je = min(jb + step, N)
+        for p in range(jb, min(je, jb + P), L):
+            _prefetch(x, nn, np.uint64(p))
+            _prefetch(dy, nn, np.uint64(p))
+        for jj in range(jb, je):
+            j = np.uint64(jj)
+            g = _load(dy[ii, j]) * gw[j]
+            out[kk, j] = _store(_fmuladd(r, g, _fmuladd(b, _load(x[ii, j]) - mu, c)), out)
+
+
+def _nt_row_impl(dxr, stage, E):
+    """The staging row to a dx row, E elements (32 bytes) at a time, with non-temporal stores."""
+    for j in range(0, dxr.shape[0], E):
         _nt_store32(dxr, j, stage, j)
 
 
-def _backward_kernel(x, dy, gamma, mean, rstd, nf, B, G, C, E, dx, stage, pdg, pdb, dgamma,
-                     dbeta):
+def _backward_kernel(x, dy, gamma, mean, rstd, nf, inv, B, G, C, E, P, dx, stage, gw, pdg, pdb,
+                     dgamma, dbeta):
     M, N = x.shape
     zero = nf - nf
+    L = LINE // x.itemsize  # elements per cache line
+    for j in range(N):  # γ widened once per call
+        gw[j] = _load(gamma[j])
     for b in prange(B):  # one block of rows at a time; block extents depend on M and B only
         r0 = b * M // B
         r1 = (b + 1) * M // B
         pg = pdg[b]
         pb = pdb[b]
-        t = stage[b]
         for j in range(N):
             pg[j] = zero
             pb[j] = zero
+        # dx rows go to dx directly, or (STREAM) to the block's staging row b and from there to
+        # dx with non-temporal stores
         i = r0
         if G == 4:  # rows in fours (the last < 4 rows of the block one by one)
             while i + 4 <= r1:
                 s0, s0x, s1, s1x, s2, s2x, s3, s3x = _sweep1x4(
                     x[i], dy[i], x[i + 1], dy[i + 1], x[i + 2], dy[i + 2], x[i + 3], dy[i + 3],
-                    gamma, mean[i], rstd[i], mean[i + 1], rstd[i + 1], mean[i + 2], rstd[i + 2],
+                    gw, mean[i], rstd[i], mean[i + 1], rstd[i + 1], mean[i + 2], rstd[i + 2],
                     mean[i + 3], rstd[i + 3], pg, pb, zero)
+                last = r1 - 1  # the rows read next: the next four, within the block
                 if STREAM:
-                    _streamed_row(x[i], dy[i], gamma, mean[i], rstd[i], s0 / nf, s0x / nf,
-                                  dx[i], t, E)
-                    _streamed_row(x[i + 1], dy[i + 1], gamma, mean[i + 1], rstd[i + 1], s1 / nf,
-                                  s1x / nf, dx[i + 1], t, E)
-                    _streamed_row(x[i + 2], dy[i + 2], gamma, mean[i + 2], rstd[i + 2], s2 / nf,
-                                  s2x / nf, dx[i + 2], t, E)
-                    _streamed_row(x[i + 3], dy[i + 3], gamma, mean[i + 3], rstd[i + 3], s3 / nf,
-                                  s3x / nf, dx[i + 3], t, E)
+                    _sweep2pf(x, dy, i, gw, mean[i], rstd[i], s0 * inv, s0x * inv, stage, b,
+                              min(i + 4, last), P, L)
+                    _nt_row(dx[i], stage[b], E)
+                    _sweep2pf(x, dy, i + 1, gw, mean[i + 1], rstd[i + 1], s1 * inv, s1x * inv,
+                              stage, b, min(i + 5, last), P, L)
+                    _nt_row(dx[i + 1], stage[b], E)
+                    _sweep2pf(x, dy, i + 2, gw, mean[i + 2], rstd[i + 2], s2 * inv, s2x * inv,
+                              stage, b, min(i + 6, last), P, L)
+                    _nt_row(dx[i + 2], stage[b], E)
+                    _sweep2pf(x, dy, i + 3, gw, mean[i + 3], rstd[i + 3], s3 * inv, s3x * inv,
+                              stage, b, min(i + 7, last), P, L)
+                    _nt_row(dx[i + 3], stage[b], E)
                 else:
-                    _sweep2(x[i], dy[i], gamma, mean[i], rstd[i], s0 / nf, s0x / nf, dx[i])
-                    _sweep2(x[i + 1], dy[i + 1], gamma, mean[i + 1], rstd[i + 1], s1 / nf,
-                            s1x / nf, dx[i + 1])
-                    _sweep2(x[i + 2], dy[i + 2], gamma, mean[i + 2], rstd[i + 2], s2 / nf,
-                            s2x / nf, dx[i + 2])
-                    _sweep2(x[i + 3], dy[i + 3], gamma, mean[i + 3], rstd[i + 3], s3 / nf,
-                            s3x / nf, dx[i + 3])
+                    _sweep2pf(x, dy, i, gw, mean[i], rstd[i], s0 * inv, s0x * inv, dx, i,
+                              min(i + 4, last), P, L)
+                    _sweep2pf(x, dy, i + 1, gw, mean[i + 1], rstd[i + 1], s1 * inv, s1x * inv,
+                              dx, i + 1, min(i + 5, last), P, L)
+                    _sweep2pf(x, dy, i + 2, gw, mean[i + 2], rstd[i + 2], s2 * inv, s2x * inv,
+                              dx, i + 2, min(i + 6, last), P, L)
+                    _sweep2pf(x, dy, i + 3, gw, mean[i + 3], rstd[i + 3], s3 * inv, s3x * inv,
+                              dx, i + 3, min(i + 7, last), P, L)
                 i += 4
         while i < r1:
-            sg, sgx = _sweep1(x[i], dy[i], gamma, mean[i], rstd[i], pg, pb, zero)
+            sg, sgx = _sweep1(x, dy, i, gw, mean[i], rstd[i], pg, pb, zero)
             if STREAM:
-                _streamed_row(x[i], dy[i], gamma, mean[i], rstd[i], sg / nf, sgx / nf, dx[i],
-                              t, E)
+                _sweep2(x, dy, i, gw, mean[i], rstd[i], sg * inv, sgx * inv, stage, b)
+                _nt_row(dx[i], stage[b], E)
             else:
-                _sweep2(x[i], dy[i], gamma, mean[i], rstd[i], sg / nf, sgx / nf, dx[i])
+                _sweep2(x, dy, i, gw, mean[i], rstd[i], sg * inv, sgx * inv, dx, i)
             i += 1
         if STREAM:
             _store_fence()  # the streamed rows are in memory before the block counts as done
@@ -403,6 +474,53 @@ def _streaming() -> tuple[Any, Any]:
     return nt_store32, store_fence
 
 
+def _cpu_ops() -> tuple[Any, Any]:
+    """``fmuladd(a, b, c)``: a·b + c as LLVM's ``llvm.fmuladd`` (one fused multiply-add where
+    the CPU has FMA, a multiply and an add where not; vectorised like any arithmetic), and
+    ``prefetch(a, i, j)``: a read prefetch of the cache line holding ``a[i, j]`` into all cache
+    levels (``llvm.prefetch``, locality 3; x86 ``prefetcht0``), which never faults."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    i32 = ir.IntType(32)
+
+    @intrinsic
+    def fmuladd(typingctx, a, b, c):
+        if not (isinstance(a, types.Float) and a == b == c):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ty = args[0].type
+            name = "llvm.fmuladd.f32" if ty == ir.FloatType() else "llvm.fmuladd.f64"
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3),
+                                                name)
+            return builder.call(fn, list(args))
+
+        return a(a, a, a), codegen
+
+    @intrinsic
+    def prefetch(typingctx, a, i, j):
+        if not (isinstance(a, types.Array) and a.ndim == 2):
+            return None
+
+        def codegen(context, builder, sig, args):
+            arr = context.make_array(sig.args[0])(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, sig.args[0], arr, [args[1], args[2]])
+            i8p = ir.IntType(8).as_pointer()
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            # (address, read, locality 3, data cache)
+            builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0),
+                              ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(a, i, j), codegen
+
+    return fmuladd, prefetch
+
+
 def _register_overloads() -> None:
     """``_load``/``_store`` over the conversions, and the sweeps' compile options."""
     from numba import types
@@ -410,6 +528,15 @@ def _register_overloads() -> None:
 
     bf16_to_f32, f32_to_bf16, f16_to_f32, f32_to_f16 = _conversions()
     nt_store32, store_fence = _streaming()
+    fmuladd, prefetch = _cpu_ops()
+
+    @overload(_fmuladd, inline="always")
+    def _ol_fmuladd(a, b, c):
+        return lambda a, b, c: fmuladd(a, b, c)
+
+    @overload(_prefetch, inline="always")
+    def _ol_prefetch(a, i, j):
+        return lambda a, i, j: prefetch(a, i, j)
 
     @overload(_nt_store32, inline="always")
     def _ol_nt_store32(dst, j, src, k):
@@ -451,21 +578,25 @@ def _register_sweeps() -> None:
     reassoc = {"fastmath": KERNEL_OPTIONS["fastmath"]}
 
     @overload(_sweep1, inline="always")
-    def _ol_sweep1(xr, dyr, gamma, mu, r, pg, pb, zero):
+    def _ol_sweep1(x, dy, i, gw, mu, r, pg, pb, zero):
         return _sweep1_impl
 
     @overload(_sweep1x4, jit_options=reassoc)
-    def _ol_sweep1x4(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gamma, mu0, r0, mu1, r1, mu2, r2, mu3,
+    def _ol_sweep1x4(x0, dy0, x1, dy1, x2, dy2, x3, dy3, gw, mu0, r0, mu1, r1, mu2, r2, mu3,
                      r3, pg, pb, zero):
         return _sweep1x4_impl
 
     @overload(_sweep2, inline="always")
-    def _ol_sweep2(xr, dyr, gamma, mu, r, mg, mgx, dxr):
+    def _ol_sweep2(x, dy, i, gw, mu, r, mg, mgx, out, k):
         return _sweep2_impl
 
-    @overload(_streamed_row, inline="always")
-    def _ol_streamed_row(xr, dyr, gamma, mu, r, mg, mgx, dxr, stage, E):
-        return _streamed_row_impl
+    @overload(_sweep2pf, inline="always")
+    def _ol_sweep2pf(x, dy, i, gw, mu, r, mg, mgx, out, k, n, P, L):
+        return _sweep2pf_impl
+
+    @overload(_nt_row, inline="always")
+    def _ol_nt_row(dxr, stage, E):
+        return _nt_row_impl
 
 
 #: how both kernels are compiled (reassoc: module docstring, "Fast math")
@@ -547,12 +678,14 @@ def _kernel_args(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.ndar
 def fused_backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
                    rstd: np.ndarray, dtype: str, *, blocks: int | None = None,
                    group: int | None = None, stream: bool | None = None,
+                   prefetch: bool | None = None,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One backward on inputs prepared by :func:`_kernel_args`; outputs (fresh arrays) in ``dtype``.
 
     ``blocks`` and ``group`` (1 or 4) override :func:`n_blocks` and :func:`rows_per_sweep` (tests
     and experiments; dγ/dβ then depend on them instead); ``stream`` overrides
-    :func:`streams_dx` (it changes no bit of the results).
+    :func:`streams_dx` and ``prefetch`` :func:`prefetches` (neither changes a bit of the
+    results).
     """
     kernel, num_threads = _build()
     M, N = x.shape
@@ -569,13 +702,18 @@ def fused_backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.nd
     acc = mean.dtype
     dx = _aligned_empty(M * N, view).reshape(M, N) if stream else np.empty((M, N), view)
     stage = np.empty((B, N), view) if stream else dx[:B]  # dx stands in: never written then
+    gw = np.empty(N, acc)
     pdg = np.empty((B, N), acc)
     pdb = np.empty((B, N), acc)
     dg = np.empty(N, view)
     db = np.empty(N, view)
     E = 32 // view.itemsize if stream else 0
-    (_streamed_kernel() if stream else kernel)(x, dy, gamma, mean, rstd, acc.type(N), B, G, C, E,
-                                               dx, stage, pdg, pdb, dg, db)
+    if prefetch is None:
+        prefetch = prefetches(M, N, dtype)
+    P = PREFETCH_CHUNK if prefetch else 0
+    (_streamed_kernel() if stream else kernel)(x, dy, gamma, mean, rstd, acc.type(N),
+                                               acc.type(1) / acc.type(N), B, G, C, E, P, dx, stage,
+                                               gw, pdg, pdb, dg, db)
     out = np_dtype(dtype)
     return dx.view(out), dg.view(out), db.view(out)
 
