@@ -10,16 +10,21 @@ Strategy: rows are split into ``B = n_blocks(M)`` contiguous blocks of fixed ext
 here from M alone, never from the thread count); ``prange`` hands blocks to threads. Within a
 block, sweep 1 reads a row's x and dy once from memory, forming Σg and Σg·x̂ and adding dy·x̂ and
 dy into the block's own float32 (float64) partial rows of dγ/dβ; sweep 2 goes over the same row,
-now in L1/L2, recomputes x̂ and g and writes dx. Sweep 1 takes four rows at a time
-(:func:`rows_per_sweep`: rows of N ≥ GROUP_MIN_N, and 4- and 8-byte rows of N ≥ SHORT_N), so
-the partial rows are read and written once per four rows and eight row streams are in flight
-instead of two. When dx is large (:func:`streams_dx`), a second compiled kernel (the same
-source with ``STREAM`` set) has sweep 2 write each row into a small staging row that stays in
-L1 and copy it to dx with non-temporal 32-byte stores, so dx's cache lines are written to
-memory without first being read from it. Finally
-the B partial rows are summed per column in block order 0, 1, …, B−1. Every number therefore
-depends only on (M, N) and the inputs: bit-identical run to run and for any thread count or
-scheduling.
+now in L1/L2, recomputes x̂ and g and writes dx. Rows of N ≥ SHORT_N go through sweep 1 four at a
+time (:func:`rows_per_sweep`), so the partial rows are read and written once per four rows and
+eight row streams are in flight instead of two. While sweep 2 computes the four rows from cache,
+memory would idle; so, when x and dy come from memory (:func:`prefetches`), sweep 2 asks for the
+next four rows' cache lines as it goes, PREFETCH_CHUNK columns at a time. When dx is large
+(:func:`streams_dx`), a second compiled kernel (the same source with ``STREAM`` set) has sweep 2
+write each row into a small staging row that stays in L1 and copy it to dx with non-temporal
+32-byte stores, so dx's cache lines are written to memory without first being read from it.
+Finally the B partial rows are summed per column in block order 0, 1, …, B−1. Every number
+therefore depends only on (M, N) and the inputs: bit-identical run to run and for any thread
+count or scheduling (prefetching and streaming change no bit).
+
+Sweep 2's formula, per row with b = −r²·mean(g·x̂) and c = −r·mean(g):
+dx = r·g + (b·(x − μ) + c), two multiply-adds (``llvm.fmuladd``) and a multiply after g = dy·γ.
+γ is widened to the accumulation type once per call.
 
 Precision: float32 accumulation (float64 for float64 inputs). bfloat16 and float16 arrive as their
 16-bit patterns and are widened in registers (bfloat16: ``bits << 16``; float16: LLVM's ``half``
@@ -29,19 +34,21 @@ Fast math: the kernel and the four-row sweep 1 (``_sweep1x4_impl``, a function o
 compiled with ``fastmath={"reassoc"}``, which lets LLVM vectorise the row sums (Σg, Σg·x̂) with
 several accumulators; no other flag is set, so NaN/inf propagate. The summation order that
 results is fixed when the kernel is compiled — it does not depend on the data, the thread count
-or the run — but a CPU with another vector width may differ in the last bits. The one-row sweeps
-(``_sweep1_impl``, ``_sweep2_impl``, ``_streamed_row_impl``) are inlined into the kernel at
-Numba's level (``inline="always"``), so they take the kernel's flag.
+or the run — but a CPU with another vector width, or without FMA (``fmuladd`` is then a
+multiply and an add), may differ in the last bits. The per-row sweeps (``_sweep1_impl``,
+``_sweep2_impl``, ``_sweep2pf_impl``, ``_nt_row_impl``) are inlined into the kernel at Numba's
+level (``inline="always"``), so they take the kernel's flag.
 
-Why inlined: Numba compiles the ``prange`` body into a function of its own, and LLVM did not
-inline the sweeps into it. Each row then paid two calls, its array arguments passed field by
-field, and an atomic reference-count increment and decrement (``NRT_incref``, a ``lock incq``)
-for every row view; the kernel's assembly (``kernel.inspect_asm()``) shows them. At N = 64 that
-fixed cost was most of a row's time. Inlining the one-row sweeps made 4096×64 float32 1.3–1.6×
-faster in cache on one thread (docs/cpu-kernels.md has the measurements). The four-row sweep
-is called once per four rows of N ≥ 256, where its call costs little; inlining it too (in a
-variant indexing rows as (row, column)) was 0.88× at 1024×256 float32. With reassoc LLVM divides
-x̂·Σg·x̂ by N per element in sweep 2 (``vdivps``); a reciprocal of N instead was no faster.
+Why inlined, and why no row views: Numba compiles the ``prange`` body into a function of its
+own, and LLVM did not inline the sweeps into it. Each row then paid two calls, its array
+arguments passed field by field, and an atomic reference-count increment and decrement
+(``NRT_incref``, a ``lock incq``) for every row view; the kernel's assembly
+(``kernel.inspect_asm()``) shows them. The one-row sweeps are inlined, and they index the 2-D
+arrays at (row, column) with unsigned indices instead of taking row views; an unsigned index
+also spares Numba's negative-index wrap-around, which otherwise kept LLVM from vectorising a
+loop over a column range (it gathered element by element). The four-row sweep is called once
+per four rows of N ≥ 256, where its call and views cost little (docs/cpu-kernels.md has the
+measurements).
 
 Compilation never lands in a timing: the maker compiles (or loads from Numba's on-disk cache) the
 kernel for its dtype with a call on a tiny array, and records the seconds it took in
