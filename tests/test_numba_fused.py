@@ -167,6 +167,29 @@ def test_streamed_dx_changes_no_bit(dtype: str) -> None:
                 assert np.array_equal(_bits(a), _bits(b)), (dtype, M, N, group)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prefetching_changes_no_bit(dtype: str) -> None:
+    """Sweep 2 in prefetch chunks (rows longer than a chunk, not a whole number of chunks or
+    cache lines; blocks whose last group prefetches its own rows) gives the bits of one pass,
+    with plain and (where rows are whole 32-byte stores) streamed dx."""
+    N = 2 * nf.PREFETCH_CHUNK + 64 + 3 * (np_dtype(dtype).itemsize < 4)
+    for M in (37, 40):
+        data = make_data(Case(M, N, dtype, "outlier"))
+        args = nf._kernel_args(data.x, data.dy, data.gamma, data.mean, data.rstd, dtype)
+        for stream in (False, True) if (N * np_dtype(dtype).itemsize) % 32 == 0 else (False,):
+            one = nf.fused_backward(*args, dtype, stream=stream, prefetch=False)
+            chunked = nf.fused_backward(*args, dtype, stream=stream, prefetch=True)
+            for a, b in zip(one, chunked, strict=True):
+                assert np.array_equal(_bits(a), _bits(b)), (dtype, M, stream)
+
+
+def test_when_sweep_2_prefetches() -> None:
+    rows = nf.PREFETCH_MIN_BYTES // 2 // 2 // 1024  # rows of 1024 bfloat16: x, dy at the limit
+    assert nf.prefetches(rows, 1024, "bfloat16") and nf.prefetches(rows // 2, 1024, "float32")
+    assert not nf.prefetches(rows - 1, 1024, "bfloat16")  # in cache
+    assert not nf.prefetches(rows * 64, nf.SHORT_N - 1, "float32")  # one-row sweeps
+
+
 def test_which_dx_is_streamed() -> None:
     big = nf.STREAM_MIN_BYTES // 4 // 1024  # rows of 1024 float32 making STREAM_MIN_BYTES
     assert nf.streams_dx(big, 1024, "float32") and nf.streams_dx(big // 2, 1024, "float64")
