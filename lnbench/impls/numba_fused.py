@@ -130,9 +130,10 @@ def prefetches(M: int, N: int, dtype: str) -> bool:
 # Plain Python here; _build() compiles it with Numba. ``_load`` widens one element to the
 # accumulation type, ``_store`` rounds an accumulation-type value for the output array ``like``,
 # ``_fmuladd(a, b, c)`` is a·b + c (fused where the CPU has FMA), ``_prefetch(a, i, j)`` asks for
-# the cache line of ``a[i, j]``. ``_sweep1``/``_sweep1x4``/``_sweep2``/``_sweep2pf``/``_nt_row``
-# are stubs whose Numba overloads are the ``*_impl`` functions below: ``_sweep1x4`` compiled as a
-# function of its own, the others inlined into the kernel (see "Why inlined" above). The inlined
+# the cache line of ``a[i, j]``. ``_sweep1``/``_sweep1x4``/``_sweep2``/``_sweep2pf``/
+# ``_dx_cols``/``_nt_row`` are stubs whose Numba overloads are the ``*_impl`` functions below:
+# ``_sweep1x4`` compiled as a function of its own, the others inlined into the kernel (see "Why
+# inlined" above). The inlined
 # sweeps index the 2-D arrays at (row, column) with unsigned indices: no row views (whose
 # reference counts cost an atomic increment and decrement each), and no negative-index
 # wrap-around, which kept LLVM from vectorising loops over a column range.
@@ -168,6 +169,10 @@ def _sweep2(x, dy, i, gw, mu, r, mg, mgx, out, k):  # pragma: no cover - overloa
 
 
 def _sweep2pf(x, dy, i, gw, mu, r, mg, mgx, out, k, n, P, L):  # pragma: no cover - overloaded
+    raise NotImplementedError
+
+
+def _dx_cols(x, dy, ii, gw, mu, r, b, c, out, kk, j0, j1):  # pragma: no cover - overloaded
     raise NotImplementedError
 
 
@@ -248,11 +253,14 @@ def _sweep2_impl(x, dy, i, gw, mu, r, mg, mgx, out, k):
     two multiply-adds and a multiply per element after g = dy·γ, where the first form takes
     four operations and (under reassoc, which moved the 1/N of mean(g·x̂) into the loop) a
     division. x − μ is formed first, as in x̂, so an offset row loses nothing to cancellation."""
-    b = -(r * r) * mgx
-    c = -(r * mg)
-    ii = np.uint64(i)
-    kk = np.uint64(k)
-    for jj in range(x.shape[1]):
+    _dx_cols(x, dy, np.uint64(i), gw, mu, r, -(r * r) * mgx, -(r * mg), out, np.uint64(k), 0,
+             x.shape[1])
+
+
+def _dx_cols_impl(x, dy, ii, gw, mu, r, b, c, out, kk, j0, j1):
+    """Columns j0..j1 of sweep 2 for row ii into row kk of ``out``, with the row's b and c:
+    dx = r·g + (b·(x − μ) + c). The one copy of the formula, for both sweep-2 loops."""
+    for jj in range(j0, j1):
         j = np.uint64(jj)
         g = _load(dy[ii, j]) * gw[j]
         out[kk, j] = _store(_fmuladd(r, g, _fmuladd(b, _load(x[ii, j]) - mu, c)), out)
@@ -277,10 +285,7 @@ def _sweep2pf_impl(x, dy, i, gw, mu, r, mg, mgx, out, k, n, P, L):
         for p in range(jb, min(je, jb + P), L):
             _prefetch(x, nn, np.uint64(p))
             _prefetch(dy, nn, np.uint64(p))
-        for jj in range(jb, je):
-            j = np.uint64(jj)
-            g = _load(dy[ii, j]) * gw[j]
-            out[kk, j] = _store(_fmuladd(r, g, _fmuladd(b, _load(x[ii, j]) - mu, c)), out)
+        _dx_cols(x, dy, ii, gw, mu, r, b, c, out, kk, jb, je)
 
 
 def _nt_row_impl(dxr, stage, E):
@@ -600,6 +605,10 @@ def _register_sweeps() -> None:
     @overload(_sweep2pf, inline="always")
     def _ol_sweep2pf(x, dy, i, gw, mu, r, mg, mgx, out, k, n, P, L):
         return _sweep2pf_impl
+
+    @overload(_dx_cols, inline="always")
+    def _ol_dx_cols(x, dy, ii, gw, mu, r, b, c, out, kk, j0, j1):
+        return _dx_cols_impl
 
     @overload(_nt_row, inline="always")
     def _ol_nt_row(dxr, stage, E):
