@@ -199,8 +199,8 @@ def _sweep1_impl(x, dy, i, gw, mu, r, pg, pb, zero):
         d = _load(dy[ii, j])
         g = d * gw[j]
         sg += g
-        sgx += g * xh
-        pg[j] += d * xh
+        sgx = _fmuladd(g, xh, sgx)
+        pg[j] = _fmuladd(d, xh, pg[j])
         pb[j] += d
     return sg, sgx
 
