@@ -294,10 +294,10 @@ def _nt_row_impl(dxr, stage, E):
         _nt_store32(dxr, j, stage, j)
 
 
-def _backward_kernel(x, dy, gamma, mean, rstd, nf, inv, B, G, C, E, P, dx, stage, gw, pdg, pdb,
+def _backward_kernel(x, dy, gamma, mean, rstd, inv, B, G, C, E, P, dx, stage, gw, pdg, pdb,
                      dgamma, dbeta):
     M, N = x.shape
-    zero = nf - nf
+    zero = inv - inv  # in the accumulation type, as inv = 1/N is
     L = LINE // x.itemsize  # elements per cache line
     for j in range(N):  # γ widened once per call
         gw[j] = _load(gamma[j])
@@ -727,9 +727,8 @@ def fused_backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.nd
     if prefetch is None:
         prefetch = prefetches(M, N, dtype)
     P = PREFETCH_CHUNK if prefetch else 0
-    (_streamed_kernel() if stream else kernel)(x, dy, gamma, mean, rstd, acc.type(N),
-                                               acc.type(1) / acc.type(N), B, G, C, E, P, dx, stage,
-                                               gw, pdg, pdb, dg, db)
+    (_streamed_kernel() if stream else kernel)(x, dy, gamma, mean, rstd, acc.type(1) / acc.type(N),
+                                               B, G, C, E, P, dx, stage, gw, pdg, pdb, dg, db)
     out = np_dtype(dtype)
     return dx.view(out), dg.view(out), db.view(out)
 
