@@ -62,9 +62,8 @@ def test_four_row_sweep_is_judged_ok(dtype: str) -> None:
 def test_rows_per_sweep_and_the_real_path_for_large_rows() -> None:
     """Four-row sweeps from SHORT_N on for every dtype; rows longer than the prefetch chunk,
     not a whole number of chunks or cache lines, with leftover rows, judged on the real path."""
-    for dtype in DTYPES:
-        assert nf.rows_per_sweep(nf.SHORT_N - 1, dtype) == 1
-        assert nf.rows_per_sweep(nf.SHORT_N, dtype) == 4
+    assert nf.rows_per_sweep(nf.SHORT_N - 1) == 1
+    assert nf.rows_per_sweep(nf.SHORT_N) == 4
     for dtype in ("bfloat16", "float32"):
         rows = check_impl(get("numba.fused"),
                           make_data(Case(19, 2 * nf.PREFETCH_CHUNK + 3, dtype, "offset")))
@@ -126,7 +125,7 @@ def test_dbeta_is_the_fixed_block_order_sum(dtype: str, N: int) -> None:
     (dy0 + dy1) + (dy2 + dy3) per four rows, the rows left over one by one), then blocks are
     added in order 0..B−1."""
     M = 102  # blocks of 17 rows: four groups of four and one row left over
-    G = nf.rows_per_sweep(N, dtype)
+    G = nf.rows_per_sweep(N)
     assert G == (4 if N == 300 else 1)
     data = make_data(Case(M, N, dtype, "normal"))
     B = nf.n_blocks(M)

@@ -98,12 +98,11 @@ def n_blocks(M: int) -> int:
     return max(1, min(MAX_BLOCKS, M // MIN_ROWS_PER_BLOCK, M))
 
 
-def rows_per_sweep(N: int, dtype: str) -> int:
+def rows_per_sweep(N: int) -> int:
     """Rows sweep 1 takes at once: 4 for rows of N ≥ SHORT_N (eight row streams in flight
     instead of two, the partial rows read and written once per four rows, and sweep 2
     prefetching the next four rows), 1 below, where the one-row sweep is faster
-    (docs/cpu-kernels.md). The same for every dtype; ``dtype`` is kept for the callers."""
-    del dtype
+    (docs/cpu-kernels.md). The same for every dtype."""
     return 4 if N >= SHORT_N else 1
 
 
@@ -123,7 +122,7 @@ def prefetches(M: int, N: int, dtype: str) -> bool:
     have at least PREFETCH_MIN_BYTES, so that they come from memory. In cache the prefetches
     and the chunked loop only cost (docs/cpu-kernels.md)."""
     xdy = 2 * M * N * np_dtype(dtype).itemsize
-    return rows_per_sweep(N, dtype) == 4 and xdy >= PREFETCH_MIN_BYTES
+    return rows_per_sweep(N) == 4 and xdy >= PREFETCH_MIN_BYTES
 
 
 # --- the kernel -----------------------------------------------------------------------------------
@@ -706,7 +705,7 @@ def fused_backward(x: np.ndarray, dy: np.ndarray, gamma: np.ndarray, mean: np.nd
     kernel, num_threads = _build()
     M, N = x.shape
     B = n_blocks(M) if blocks is None else blocks
-    G = rows_per_sweep(N, dtype) if group is None else group
+    G = rows_per_sweep(N) if group is None else group
     if G not in (1, 4) or not 1 <= B <= M:
         raise ValueError(f"group must be 1 or 4 and 1 <= blocks <= M; got {group=}, {blocks=}")
     view = x.dtype
