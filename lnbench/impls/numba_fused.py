@@ -132,10 +132,9 @@ def prefetches(M: int, N: int, dtype: str) -> bool:
 # the cache line of ``a[i, j]``. ``_sweep1``/``_sweep1x4``/``_sweep2``/``_sweep2pf``/
 # ``_dx_cols``/``_nt_row`` are stubs whose Numba overloads are the ``*_impl`` functions below:
 # ``_sweep1x4`` compiled as a function of its own, the others inlined into the kernel (see "Why
-# inlined" above). The inlined
-# sweeps index the 2-D arrays at (row, column) with unsigned indices: no row views (whose
-# reference counts cost an atomic increment and decrement each), and no negative-index
-# wrap-around, which kept LLVM from vectorising loops over a column range.
+# inlined" above). The inlined sweeps index the 2-D arrays at (row, column) with unsigned
+# indices: no row views (whose reference counts cost an atomic increment and decrement each),
+# and no negative-index wrap-around, which kept LLVM from vectorising loops over a column range.
 
 
 def _load(v):  # pragma: no cover - replaced by a Numba overload
