@@ -8,8 +8,8 @@ pip), checks each commit out and installs that commit's package into it, so ever
 that commit's code, not the working tree's. Eleven commits, one hour apart:
 
     c0 baseline · c1 docstring · c2 README · c3 a rare extra reduction (noise only: 10 % of
-    calls) · c4 README · c5 comments · c6 the statistics computed twice (an extra pass over
-    the data: 1.3x) · c7..c10 README edits
+    calls) · c4 README · c5 comments · c6 the statistics computed three times (two extra
+    passes over the data: 1.5x) · c7..c10 README edits
 
 One nightly (``scripts/nightly --range HASHFILE:...``: asv's ``--interleave-rounds`` over the
 listed commits) measures c0..c5 and c9, c10 -- the nights in between skipped -- then
@@ -21,11 +21,12 @@ spell during those nights would) is triaged: the interleaved re-run does not rep
 time_backward's confirmed verdict is reused, not re-run.
 
 The step is flagged by the triage's screen (``lnbench.nightly.screen``: the report's method
-on the 10th percentile of the recorded samples): on the busy 2-core VM the medians asv
-stores for identical code spread by 10-15 % between the commits of one interleaved run, which
-hides a 1.3x step from the report, while their 10th percentiles spread by ~3 %; the A/B and
-the bisection then compare 10th percentiles as well. 8 interleaved rounds x 100 samples per
-commit. Several minutes on the 2-core VM (docs/nightly.md). ``LNBENCH_SKIP_E2E=1`` skips it.
+on the 10th percentile of the recorded samples), and by the report too when the medians show
+it: on the busy 2-core VM the medians asv stores for identical code spread by 10-15 % between
+the commits of one interleaved run, which hid a 1.3x step from the report, while their 10th
+percentiles spread by ~3 %; the A/B and the bisection then compare 10th percentiles as well.
+8 interleaved rounds x 100 samples per commit. Several minutes on the 2-core VM
+(docs/nightly.md). ``LNBENCH_SKIP_E2E=1`` skips it.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _inputs(obj):
 class Kernel:
     # 16x512 float64: 64 KiB an array, the working set stays in cache, so a neighbour's
     # memory traffic moves it less (at 64x512 a busy 2-core VM tripled the median and
-    # squeezed the 1.3x step to 1.13x). 10 calls a sample (~0.5 ms), 100 samples a round
+    # squeezed a 1.3x step to 1.13x). 10 calls a sample (~0.5 ms), 100 samples a round
     # (the round's cost is the reinstall and the new process, not the samples), 8 rounds
     # interleaved across the commits: a slow spell of the machine is spread over all the
     # commits of the run, and the 10th percentile of 800 samples is that of the fast rounds
@@ -171,7 +172,7 @@ COMMITS = [  # (subject, what changes)
     ("backward: a rare extra reduction (noise only)", {"doc": True, "readme": 1, "noise": True}),
     ("README: usage", {"doc": True, "readme": 2, "noise": True}),
     ("comments", {"doc": True, "readme": 2, "noise": True, "comment": True}),
-    ("backward: compute the statistics twice (an extra pass over the data)",
+    ("backward: compute the statistics three times (two extra passes over the data)",
      {"doc": True, "readme": 2, "noise": True, "comment": True, "slow": True}),
     ("README: license", {"doc": True, "readme": 3, "noise": True, "comment": True, "slow": True}),
     ("README: install", {"doc": True, "readme": 4, "noise": True, "comment": True, "slow": True}),
@@ -187,8 +188,8 @@ def kernel_source(change: dict) -> str:
     src = KERNEL
     if change.get("doc"):
         src = src.replace('"""(dx, dgamma, dbeta) of', '"""Gradients (dx, dgamma, dbeta) of')
-    src = src.replace("#SLOW#\n", "    xc, rstd = _stats(x, eps)  # re-normalised for stability\n"
-                      if change.get("slow") else "")
+    again = "    xc, rstd = _stats(x, eps)  # re-normalised for stability\n"
+    src = src.replace("#SLOW#\n", again * 2 if change.get("slow") else "")
     src = src.replace("#NOISE#\n", "    if _rng.random() < 0.1:\n        np.sum(x)\n"
                       if change.get("noise") else "")
     if change.get("comment"):
@@ -304,10 +305,14 @@ def test_nightly_confirms_and_bisects_a_real_slowdown(tmp_path: Path) -> None:
     assert ab["a"] == commits[5] and ab["b"] == v["alarm"]["commit"], v
     assert v["alarm"]["commit"] in (commits[9], commits[10]), v
     assert ab["test"] == "mann-whitney" and ab["p"] < 0.002 and ab["n_a"] >= 6, ab
-    # the real 1.3x step (measured in one process, interleaved: 1.28-1.30x), measured A/B
-    assert ab["statistic"] == "p10" and 1.15 < ab["ratio"] < 1.5, ab
+    # the real step, measured A/B. Timed interleaved in one process (10th percentiles), the
+    # statistics computed three times are 1.52x on an Intel Xeon VM and twice 1.19x there
+    # (1.3x on an AMD EPYC VM): one extra pass is too small a step to plant on every CPU
+    assert ab["statistic"] == "p10" and 1.25 < ab["ratio"] < 2.0, ab
     # bisection: c6 c7 c8 (c9) lay between; two halving runs (c7, then c6)
     assert [s["mid"] for s in v["bisect"]] == [commits[7], commits[6]], v["bisect"]
+    # decided on the 10th percentiles, whichever source flagged it (medians misled it once)
+    assert all(s["statistic"] == "p10" for s in v["bisect"]), v["bisect"]
     # nothing else is named: no other first bad commit, no other confirmed series
     named = {x["first_bad"] for x in verdicts if x["first_bad"]}
     assert named == {slow}, named

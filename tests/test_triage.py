@@ -143,6 +143,51 @@ def test_bisection_stops_when_the_step_vanishes(tmp_path: Path) -> None:
     assert "between" in tri.render_md(vs)
 
 
+class MixtureMeasure:
+    """100 samples a commit: ``level(c)`` for the code, a ``share(c)`` of them slowed 1.6x (a
+    neighbour's rounds); what interference does to asv's median but not to a low quantile."""
+
+    def __init__(self, level, share) -> None:
+        import numpy as np
+
+        self.level, self.share, self.rng = level, share, np.random.default_rng(7)
+        self.calls: list[list[str]] = []
+
+    def __call__(self, commits, series):
+        self.calls.append(list(commits))
+        out = {}
+        for s in series:
+            for c in commits:
+                k = round(100 * self.share(c))
+                smp = [self.level(c) * (1.6 if i < k else 1.0) * self.rng.lognormal(0, 0.01)
+                       for i in range(100)]
+                out[(s, c)] = tri.Point(float(sorted(smp)[50]), smp)
+        return out
+
+
+def test_bisection_of_a_median_alarm_decides_on_the_low_quantile(tmp_path: Path) -> None:
+    # c1 is 1.5x slower code; c2 (the same code) had 60 % of its samples slowed in every run,
+    # so c2's median is 2.4x c0's and c1's 1.5x lies nearer c0 in log space: decided on the
+    # medians, the first bad commit would be c2; on the 10th percentiles it is c1
+    cs = _git_line(tmp_path / "r", 3)
+    m = MixtureMeasure(lambda c: 1e-3 * (1.0 if c == cs[0] else 1.5),
+                       lambda c: 0.6 if c == cs[2] else 0.0)
+    (v,) = tri.triage([_alarm(cs[0], cs[2], 2.0)], m, tmp_path / "r", "m", {})
+    assert v.status == "confirmed" and v.ab.statistic == "value", v
+    assert v.first_bad == cs[1], v.bisect
+    assert v.bisect[0]["statistic"] == "p10" and v.bisect[0]["bad"] is True, v.bisect
+
+
+def test_bisection_keeps_the_median_when_only_the_median_steps(tmp_path: Path) -> None:
+    # c1 slows 60 % of the calls (the code, in every run): the 10th percentile does not move,
+    # the median does; the bisection decides on the median and names c1
+    cs = _git_line(tmp_path / "r", 3)
+    m = MixtureMeasure(lambda c: 1e-3, lambda c: 0.0 if c == cs[0] else 0.6)
+    (v,) = tri.triage([_alarm(cs[0], cs[2], 1.6)], m, tmp_path / "r", "m", {})
+    assert v.status == "confirmed" and v.first_bad == cs[1], v.bisect
+    assert v.bisect[0]["statistic"] == "value", v.bisect
+
+
 def test_confirmation_rule() -> None:
     import numpy as np
 

@@ -65,20 +65,46 @@ def _bisect(found: list[Verdict], a: str, b: str, measure: Measure, repo: Path, 
             pts = measure([lo, mid, hi], [v.alarm.series for v in vs])
             for v in vs:
                 levels = [pts.get((v.alarm.series, c)) for c in (lo, mid, hi)]
-                state[id(v)] = _step(v, state[id(v)], mid,
-                                     [None if p is None else at_quantile(p, v.alarm.quantile)
-                                      for p in levels], rule)
+                points, stat = _levels(v, levels, rule)
+                state[id(v)] = _step(v, state[id(v)], mid, points, rule, stat)
     for v in found:
         if v.first_bad:
             v.first_bad_subject = subject(repo, v.first_bad)
 
 
-def _step(v: Verdict, st: _State, mid: str, points: list[Point | None], rule: Rule) -> _State:
+def _levels(v: Verdict, levels: list[Point | None],
+            rule: Rule) -> tuple[list[Point | None], str]:
+    """The (lo, mid, hi) levels one halving step decides on, and their statistic's name.
+
+    The alarm's own statistic (asv's value, or the screen's quantile), except that a timing
+    alarm flagged on asv's value (a median) is decided on the samples' low quantile when all
+    three commits have samples and the step shows in it (``hi/lo >= factor``): the medians
+    move with the rounds a neighbour slowed, the low quantiles far less
+    (:mod:`lnbench.nightly.screen`). On the 2-core VM one bisection run measured the medians
+    of two builds of identical code 1.28x apart, and the decision fell on the wrong commit.
+    A step in the medians only (a slowdown of some calls, not of all) keeps the medians."""
+    from lnbench.nightly.screen import QUANTILE
+
+    q = v.alarm.quantile
+    own = [None if p is None else at_quantile(p, q) for p in levels]
+    name = "value" if q is None else f"p{round(100 * q)}"
+    if q is not None or v.alarm.higher_is_better or any(p is None for p in levels):
+        return own, name
+    low = [at_quantile(p, QUANTILE) for p in levels if p is not None]
+    if any(a is b for a, b in zip(low, levels, strict=True)):  # too few samples
+        return own, name
+    if low[2].value / low[0].value < rule.factor:
+        return own, name
+    return list(low), f"p{round(100 * QUANTILE)}"
+
+
+def _step(v: Verdict, st: _State, mid: str, points: list[Point | None], rule: Rule,
+          statistic: str = "value") -> _State:
     """One halving step of ``v`` from the (lo, mid, hi) ``points``: the next state (no
     candidates left: done, ``v.first_bad`` or ``v.remaining`` set)."""
     lo, hi, cands = st
     p_lo, p_mid, p_hi = points
-    step: dict[str, Any] = {"lo": lo, "mid": mid, "hi": hi,
+    step: dict[str, Any] = {"lo": lo, "mid": mid, "hi": hi, "statistic": statistic,
                             "values": [None if p is None else p.value for p in points]}
     v.bisect.append(step)
     if p_lo is None or p_mid is None or p_hi is None:

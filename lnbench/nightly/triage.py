@@ -71,9 +71,12 @@ Method (``triage``):
    than lo's, ``log(mid/lo) >= 0.5 * log(hi/lo)`` in badness orientation (the three-way split
    of ``asv find``, here with the three commits measured in the same interleaved run instead
    of one after another, so a drift of the machine during the search cannot move the
-   decision). A step not visible in a bisection run (``hi/lo < factor``) stops the search and
-   names the remaining range. ``ceil(log2(k + 1))`` runs for ``k`` commits between. The first
-   bad commit is named with its subject.
+   decision). The levels are those of the alarm's statistic, except that a timing alarm
+   flagged on asv's median is decided on the samples' 10th percentile whenever the step shows
+   in it: in one run the medians of identical code can differ by more than half the step
+   (``bisection._levels``). A step not visible in a bisection run (``hi/lo < factor``) stops
+   the search and names the remaining range. ``ceil(log2(k + 1))`` runs for ``k`` commits
+   between. The first bad commit is named with its subject.
 
 Exit codes (the gate): 0 when no alarm was confirmed; 1 when one was confirmed (now or on an
 earlier night) or could not be re-run ("unchecked": another machine's series, a benchmark that
