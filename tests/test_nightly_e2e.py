@@ -20,11 +20,13 @@ Then a planted false alarm (row_norms' stored values at c9 and c10 raised 1.5x, 
 spell during those nights would) is triaged: the interleaved re-run does not reproduce it, and
 time_backward's confirmed verdict is reused, not re-run.
 
-The step is flagged by the triage's screen (``lnbench.nightly.screen``: the report's method
-on the 10th percentile of the recorded samples), and by the report too when the medians show
-it: on the busy 2-core VM the medians asv stores for identical code spread by 10-15 % between
-the commits of one interleaved run, which hid a 1.3x step from the report, while their 10th
-percentiles spread by ~3 %; the A/B and the bisection then compare 10th percentiles as well.
+The step is flagged by the report (asv's medians) or by the triage's screen
+(``lnbench.nightly.screen``: the report's method on the 10th percentile of the recorded
+samples), whichever sees it first: on a busy 2-core VM the medians asv stores for identical
+code spread by 10-30 % between the commits of one interleaved run, which once hid a 1.3x step
+from the report. The A/B compares the statistic the alarm was flagged on; the bisection
+decides on the 10th percentiles either way, since the medians of identical code measured 1.28x
+apart in one of its runs and named the wrong commit.
 8 interleaved rounds x 100 samples per commit. Several minutes on the 2-core VM
 (docs/nightly.md). ``LNBENCH_SKIP_E2E=1`` skips it.
 """
@@ -307,8 +309,11 @@ def test_nightly_confirms_and_bisects_a_real_slowdown(tmp_path: Path) -> None:
     assert ab["test"] == "mann-whitney" and ab["p"] < 0.002 and ab["n_a"] >= 6, ab
     # the real step, measured A/B. Timed interleaved in one process (10th percentiles), the
     # statistics computed three times are 1.52x on an Intel Xeon VM and twice 1.19x there
-    # (1.3x on an AMD EPYC VM): one extra pass is too small a step to plant on every CPU
-    assert ab["statistic"] == "p10" and 1.25 < ab["ratio"] < 2.0, ab
+    # (1.3x on an AMD EPYC VM): one extra pass is too small a step to plant on every CPU.
+    # The A/B compares what the alarm was flagged on: the screen's 10th percentiles, or the
+    # report's medians (the step is large enough for either to flag it first)
+    stat = "p10" if v["alarm"]["source"] else "value"
+    assert ab["statistic"] == stat and 1.25 < ab["ratio"] < 2.0, ab
     # bisection: c6 c7 c8 (c9) lay between; two halving runs (c7, then c6)
     assert [s["mid"] for s in v["bisect"]] == [commits[7], commits[6]], v["bisect"]
     # decided on the 10th percentiles, whichever source flagged it (medians misled it once)
