@@ -151,10 +151,8 @@ class MixtureMeasure:
         import numpy as np
 
         self.level, self.share, self.rng = level, share, np.random.default_rng(7)
-        self.calls: list[list[str]] = []
 
     def __call__(self, commits, series):
-        self.calls.append(list(commits))
         out = {}
         for s in series:
             for c in commits:

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lnbench.nightly.remeasure import Measure
-from lnbench.nightly.rule import Point, Rule, at_quantile, badness_ratio, mid_is_bad
+from lnbench.nightly.rule import (
+    Point,
+    Rule,
+    at_quantile,
+    badness_ratio,
+    mid_is_bad,
+    statistic_name,
+)
 from lnbench.nightly.verdicts import Verdict
 
 
@@ -80,26 +87,26 @@ def _levels(v: Verdict, levels: list[Point | None],
     alarm flagged on asv's value (a median) is decided on the samples' low quantile when all
     three commits have samples and the step shows in it (``hi/lo >= factor``): the medians
     move with the rounds a neighbour slowed, the low quantiles far less
-    (:mod:`lnbench.nightly.screen`). On the 2-core VM one bisection run measured the medians
-    of two builds of identical code 1.28x apart, and the decision fell on the wrong commit.
+    (:mod:`lnbench.nightly.screen`). On a 2-core Intel Xeon VM one bisection run measured the
+    medians of two builds of identical code 1.28x apart, and the decision fell on the wrong
+    commit.
     A step in the medians only (a slowdown of some calls, not of all) keeps the medians."""
     from lnbench.nightly.screen import QUANTILE
 
     q = v.alarm.quantile
     own = [None if p is None else at_quantile(p, q) for p in levels]
-    name = "value" if q is None else f"p{round(100 * q)}"
     if q is not None or v.alarm.higher_is_better or any(p is None for p in levels):
-        return own, name
+        return own, statistic_name(q)
     low = [at_quantile(p, QUANTILE) for p in levels if p is not None]
     if any(a is b for a, b in zip(low, levels, strict=True)):  # too few samples
-        return own, name
-    if low[2].value / low[0].value < rule.factor:
-        return own, name
-    return list(low), f"p{round(100 * QUANTILE)}"
+        return own, statistic_name(q)
+    if badness_ratio(low[0].value, low[2].value, higher_is_better=False) < rule.factor:
+        return own, statistic_name(q)
+    return low, statistic_name(QUANTILE)
 
 
 def _step(v: Verdict, st: _State, mid: str, points: list[Point | None], rule: Rule,
-          statistic: str = "value") -> _State:
+          statistic: str) -> _State:
     """One halving step of ``v`` from the (lo, mid, hi) ``points``: the next state (no
     candidates left: done, ``v.first_bad`` or ``v.remaining`` set)."""
     lo, hi, cands = st

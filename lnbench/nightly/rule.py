@@ -50,6 +50,12 @@ class AB:
     statistic: str = "value"  # what a_value, b_value are: asv's "value" or a sample quantile
 
 
+def statistic_name(q: float | None) -> str:
+    """How the JSON names the statistic of quantile ``q``: ``value`` (asv's, ``q`` None) or
+    ``p10`` and the like."""
+    return "value" if q is None else f"p{round(100 * q)}"
+
+
 def at_quantile(p: Point, q: float | None) -> Point:
     """``p`` with its value replaced by the ``q`` quantile of its samples (``q`` None, or too
     few samples: ``p`` itself); the samples and CI stay, for the significance test."""

@@ -105,7 +105,16 @@ from lnbench.argtypes import OneLineParser
 from lnbench.nightly.bisection import _bisect, between, git, subject
 from lnbench.nightly.remeasure import AsvMeasure, Measure, StoredHistory
 from lnbench.nightly.render import gate, render_md
-from lnbench.nightly.rule import AB, Point, Rule, at_quantile, badness_ratio, compare, mid_is_bad
+from lnbench.nightly.rule import (
+    AB,
+    Point,
+    Rule,
+    at_quantile,
+    badness_ratio,
+    compare,
+    mid_is_bad,
+    statistic_name,
+)
 from lnbench.nightly.screen import QUANTILE, SOURCE, low_quantile_alarms
 from lnbench.nightly.verdicts import (
     STORE,
@@ -231,8 +240,7 @@ def triage(alarms: list[Alarm], measure: Measure, repo: Path, machine: str,
                             "missing benchmark: see the asv log)")
             else:
                 ab = compare(pa, pb, al.flagged, al.higher_is_better, rule, a, b)
-                if al.quantile is not None:
-                    ab.statistic = f"p{round(100 * al.quantile)}"
+                ab.statistic = statistic_name(al.quantile)
                 v = Verdict(al, "confirmed" if ab.confirmed else "not reproduced", ab=ab)
                 if ab.confirmed:
                     confirmed.append(v)
